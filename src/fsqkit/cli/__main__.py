@@ -1,0 +1,5 @@
+import sys
+
+from fsqkit.cli import main
+
+sys.exit(main())
