@@ -1,8 +1,8 @@
 """fsqkit: Finite Scalar Quantization made easy, exact and fast.
 
-    >>> from fsqkit import FSQ
-    >>> fsq = FSQ([8, 5, 5, 5])
-    >>> out = fsq(torch.randn(2, 16, 4))   # out.quantized (2, 16, 4), out.indices (2, 16)
+>>> from fsqkit import FSQ
+>>> fsq = FSQ([8, 5, 5, 5])
+>>> out = fsq(torch.randn(2, 16, 4))   # out.quantized (2, 16, 4), out.indices (2, 16)
 """
 
 from fsqkit.quantizers import (

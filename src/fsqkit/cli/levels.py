@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"target": size, "levels": levels, "size": exact, "source": source}))
     else:
-        print(f"target {size}: levels {levels} -> {exact} codes "
-              f"({math.log2(exact):.2f} bits), {source}")
+        print(
+            f"target {size}: levels {levels} -> {exact} codes "
+            f"({math.log2(exact):.2f} bits), {source}"
+        )
     return 0

@@ -81,7 +81,11 @@ class FSQ(Quantizer):
     ) -> None:
         super().__init__()
         self.levels = validate_levels(levels, allow_two=symmetric)
-        if isinstance(num_codebooks, bool) or not isinstance(num_codebooks, int) or num_codebooks < 1:
+        if (
+            isinstance(num_codebooks, bool)
+            or not isinstance(num_codebooks, int)
+            or num_codebooks < 1
+        ):
             raise ValueError(f"num_codebooks must be a positive integer, got {num_codebooks!r}")
         if not 0.0 < eps < 1.0:
             raise ValueError(f"eps must be in (0, 1), got {eps}")
@@ -149,11 +153,12 @@ class FSQ(Quantizer):
         if z.shape[channel_axis] != self.dim:
             where = "dim 1 (channel_first=True)" if channel_axis == 1 else "the last dimension"
             raise ValueError(
-                f"FSQ expected {where} of size dim={self.dim}, got input of shape "
-                f"{tuple(z.shape)}"
+                f"FSQ expected {where} of size dim={self.dim}, got input of shape {tuple(z.shape)}"
             )
-        if self.check_finite and not torch.compiler.is_compiling() and not bool(
-            torch.isfinite(z).all()
+        if (
+            self.check_finite
+            and not torch.compiler.is_compiling()
+            and not bool(torch.isfinite(z).all())
         ):
             raise ValueError("FSQ input contains NaN or infinite values")
 
@@ -224,9 +229,15 @@ class FSQ(Quantizer):
     def _check_indices(self, indices: Tensor) -> Tensor:
         if not isinstance(indices, Tensor):
             raise TypeError(f"indices must be a torch.Tensor, got {type(indices).__name__}")
-        if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+        if (
+            indices.dtype.is_floating_point
+            or indices.dtype.is_complex
+            or indices.dtype == torch.bool
+        ):
             raise TypeError(f"indices must be an integer tensor, got dtype {indices.dtype}")
-        if self.num_codebooks > 1 and (indices.ndim == 0 or indices.shape[-1] != self.num_codebooks):
+        if self.num_codebooks > 1 and (
+            indices.ndim == 0 or indices.shape[-1] != self.num_codebooks
+        ):
             raise ValueError(
                 f"with num_codebooks={self.num_codebooks}, indices must have a trailing "
                 f"dimension of size {self.num_codebooks}, got shape {tuple(indices.shape)}"

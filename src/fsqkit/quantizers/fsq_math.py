@@ -42,9 +42,7 @@ class FSQConstants:
         levels = tuple(int(v) for v in levels)
         half_l = tuple((v - 1) * (1 - eps) / 2 for v in levels)
         offset = tuple(0.5 if v % 2 == 0 else 0.0 for v in levels)
-        shift = tuple(
-            math.atanh(o / h) if not symmetric else 0.0 for o, h in zip(offset, half_l)
-        )
+        shift = tuple(math.atanh(o / h) if not symmetric else 0.0 for o, h in zip(offset, half_l))
         basis = [1]
         for v in levels[:-1]:
             basis.append(basis[-1] * v)
