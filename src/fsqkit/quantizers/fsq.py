@@ -149,9 +149,9 @@ class FSQ(Quantizer):
             raise TypeError(f"FSQ expects a floating-point tensor, got dtype {z.dtype}")
         if z.ndim < 1:
             raise ValueError("FSQ expects a tensor with a channel dimension, got a scalar")
-        channel_axis = 1 if (self.channel_first and z.ndim >= 3) else z.ndim - 1
-        if z.shape[channel_axis] != self.dim:
-            where = "dim 1 (channel_first=True)" if channel_axis == 1 else "the last dimension"
+        channels_at_1 = self.channel_first and z.ndim >= 3
+        if z.shape[1 if channels_at_1 else -1] != self.dim:
+            where = "dim 1 (channel_first=True)" if channels_at_1 else "the last dimension"
             raise ValueError(
                 f"FSQ expected {where} of size dim={self.dim}, got input of shape {tuple(z.shape)}"
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor
 
 
@@ -74,3 +75,32 @@ def zero_loss(like: Tensor) -> Tensor:
 def index_dtype(codebook_size: int) -> torch.dtype:
     """Smallest safe index dtype: ``int32`` below ``2**31`` codes, else ``int64``."""
     return torch.int32 if codebook_size < 2**31 else torch.int64
+
+
+def _flatten(out: QuantizerOutput):
+    children = [out.quantized, out.indices, out.aux_loss, out.losses]
+    return children, (out.codebook_size, dict(out.extra_stats))
+
+
+def _unflatten(children, context) -> QuantizerOutput:
+    quantized, indices, aux_loss, losses = children
+    codebook_size, extra_stats = context
+    return QuantizerOutput(quantized, indices, aux_loss, losses, codebook_size, dict(extra_stats))
+
+
+def _flatten_with_keys(out: QuantizerOutput):
+    children, context = _flatten(out)
+    names = ("quantized", "indices", "aux_loss", "losses")
+    keyed = [(pytree.GetAttrKey(n), c) for n, c in zip(names, children)]
+    return keyed, context
+
+
+# A registered pytree node, so ``torch.export`` / ``torch.compile(fullgraph=True)``
+# can return a QuantizerOutput from a quantizer's forward.
+pytree.register_pytree_node(
+    QuantizerOutput,
+    _flatten,
+    _unflatten,
+    serialized_type_name="fsqkit.QuantizerOutput",
+    flatten_with_keys_fn=_flatten_with_keys,
+)
