@@ -21,11 +21,11 @@ demo: install
 	$(BIN)/fsqkit demo
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 
 bench: install
 	$(BIN)/python benchmarks/bench_fsq.py
