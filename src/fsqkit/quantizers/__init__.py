@@ -5,6 +5,7 @@ from fsqkit.quantizers.fsq import FSQ
 from fsqkit.quantizers.levels import PAPER_LEVELS, codebook_size_of, levels_for, validate_levels
 from fsqkit.quantizers.output import QuantizerOutput
 from fsqkit.quantizers.registry import available_quantizers, build_quantizer, register_quantizer
+from fsqkit.quantizers.residual import ResidualFSQ, ResidualVQ
 from fsqkit.quantizers.stats import (
     UsageTracker,
     batch_stats,
@@ -13,13 +14,17 @@ from fsqkit.quantizers.stats import (
     perplexity,
     usage_fraction,
 )
+from fsqkit.quantizers.vq import VectorQuantizer
 
 __all__ = [
     "FSQ",
     "PAPER_LEVELS",
     "Quantizer",
     "QuantizerOutput",
+    "ResidualFSQ",
+    "ResidualVQ",
     "UsageTracker",
+    "VectorQuantizer",
     "available_quantizers",
     "batch_stats",
     "build_quantizer",
