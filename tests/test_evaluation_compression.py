@@ -62,7 +62,7 @@ def test_trained_model_compresses_structured_tokens() -> None:
     model = MaskGITTransformer(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
-    for _ in range(60):
+    for _ in range(200):
         tokens = torch.randint(0, 16, (32, 1), generator=g).expand(-1, 8)
         loss, _ = masked_token_loss(model, tokens, generator=g, label_smoothing=0.0)
         opt.zero_grad()
