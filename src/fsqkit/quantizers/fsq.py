@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from fsqkit.quantizers.base import Quantizer
+from fsqkit.quantizers.fsq_fast import fast_forward, fast_path_applies
 from fsqkit.quantizers.fsq_math import (
     FSQConstants,
     bound,
@@ -58,7 +59,12 @@ class FSQ(Quantizer):
             unquantized (bounded, normalised) value through. Indices always come
             from the clean rounded value.
         check_finite: raise ``ValueError`` on NaN/inf inputs (one extra reduction;
-            skipped under ``torch.compile``).
+            skipped under ``torch.compile``; fused into the fast path's kernel).
+        fast: the fused CPU kernel of :mod:`fsqkit.quantizers.fsq_fast` (same codes,
+            indices and gradients, bit for bit). ``None``: use it where it applies
+            (CPU, float32/bf16/fp16, not tracing under ``torch.compile``), else the
+            reference path; ``False``: always the reference path; ``True``: like
+            ``None`` but raise ``RuntimeError`` if the kernel cannot be built.
 
     Forward: ``z`` of shape ``(..., C)`` (or channel-first) -> :class:`QuantizerOutput`
     with ``quantized`` of the same shape and dtype, ``indices`` of shape ``(...)``
@@ -78,6 +84,7 @@ class FSQ(Quantizer):
         dither: float = 0.0,
         passthrough: float = 0.0,
         check_finite: bool = True,
+        fast: bool | None = None,
     ) -> None:
         super().__init__()
         self.levels = validate_levels(levels, allow_two=symmetric)
@@ -108,6 +115,9 @@ class FSQ(Quantizer):
         self.dither = float(dither)
         self.passthrough = float(passthrough)
         self.check_finite = check_finite
+        if fast is not None and not isinstance(fast, bool):
+            raise TypeError(f"fast must be True, False or None, got {fast!r}")
+        self.fast = fast
         self.codebook_size = codebook_size_of(self.levels)
         self.index_dtype = index_dtype(self.codebook_size)
         self.constants = FSQConstants.build(self.levels, eps=eps, symmetric=symmetric)
@@ -142,7 +152,7 @@ class FSQ(Quantizer):
             return z.movedim(-1, 1)
         return z
 
-    def _check_input(self, z: Tensor) -> None:
+    def _check_input(self, z: Tensor, check_finite: bool | None = None) -> None:
         if not isinstance(z, Tensor):
             raise TypeError(f"FSQ expects a torch.Tensor, got {type(z).__name__}")
         if not z.is_floating_point():
@@ -156,7 +166,7 @@ class FSQ(Quantizer):
                 f"FSQ expected {where} of size dim={self.dim}, got input of shape {tuple(z.shape)}"
             )
         if (
-            self.check_finite
+            (self.check_finite if check_finite is None else check_finite)
             and not torch.compiler.is_compiling()
             and not bool(torch.isfinite(z).all())
         ):
@@ -200,6 +210,12 @@ class FSQ(Quantizer):
         return torch.where(use_noise, noisy, torch.where(use_pass, x, rounded))
 
     def forward(self, z: Tensor) -> QuantizerOutput:
+        if fast_path_applies(self, z):
+            # The kernel checks finiteness itself; with projections z is checked here.
+            self._check_input(z, check_finite=self.check_finite and self.has_projections)
+            result = fast_forward(self, z)
+            if result is not None:
+                return result
         self._check_input(z)
         orig_dtype = z.dtype
         z = self._to_channel_last(z)

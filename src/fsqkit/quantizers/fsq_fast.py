@@ -1,0 +1,209 @@
+"""The fused fast path of :class:`~fsqkit.FSQ` (issue 6).
+
+Dimension legend: ``B`` batch, ``C = G * D`` quantized channels, ``G``
+``num_codebooks``, ``D = len(levels)``, ``S`` spatial positions of a
+channel-first input, ``N`` positions in all.
+
+The reference path makes about ten passes over memory and keeps ``tanh`` for
+backward; the fused CPU kernel (``kernels/fsq_cpu.c``) reads the input once and
+writes codes, indices and (only when a gradient is needed) ``tanh`` for backward
+in the same pass; backward is one more pass. Codes and indices are bit-identical
+to the reference path and gradients equal it bit for bit: the kernel calls
+torch's own tanh primitive and repeats the reference's float32 operations in
+the same order (see ``kernels/fsq_cpu.c``).
+
+The FSQ module calls :func:`fast_path_applies` and :func:`fast_forward`; the
+reference path stays the fallback for everything not handled here: non-CPU
+tensors, float64, training-time dither/passthrough, ``torch.compile`` tracing,
+functorch transforms, codebooks of ``2**31`` codes or more, and machines where
+the kernel cannot be built (one log line says why).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from fsqkit.quantizers.kernels.build import CpuKernel, get_cpu_kernel
+from fsqkit.quantizers.output import QuantizerOutput, zero_loss
+
+if TYPE_CHECKING:
+    from fsqkit.quantizers.fsq import FSQ
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MAX_CHANNELS = 256  # MAXC in fsq_cpu.c
+NONFINITE_MESSAGE = "FSQ input contains NaN or infinite values"
+
+
+def _transforms_active() -> bool:
+    probe = getattr(torch._C._functorch, "are_transforms_active", None)
+    return bool(probe()) if probe is not None else False
+
+
+def fast_path_applies(fsq: FSQ, z: object) -> bool:
+    """Whether ``fsq(z)`` may take the fused path (cheap checks, no kernel build
+    unless everything else qualifies)."""
+    if getattr(fsq, "fast", None) is False or not isinstance(z, Tensor) or type(z) is not Tensor:
+        return False
+    if z.device.type != "cpu" or z.dtype not in SUPPORTED_DTYPES or z.numel() == 0:
+        return False
+    if torch.compiler.is_compiling() or torch.jit.is_scripting() or _transforms_active():
+        return False
+    if fsq.training and (fsq.dither > 0 or fsq.passthrough > 0):
+        return False
+    if fsq.index_dtype != torch.int32 or fsq.codebook_dim * fsq.num_codebooks > MAX_CHANNELS:
+        return False
+    if fsq.has_projections and fsq._proj_dtype() not in SUPPORTED_DTYPES:
+        return False
+    kernel = get_cpu_kernel()
+    if kernel is None and getattr(fsq, "fast", None):
+        from fsqkit.quantizers.kernels.build import unavailable_reason
+
+        raise RuntimeError(
+            f"FSQ(fast=True): the fused kernel is unavailable: {unavailable_reason()}"
+        )
+    return kernel is not None
+
+
+def _constants(fsq: FSQ) -> dict[str, Tensor]:
+    """Per-dimension constants as the reference path sees them (its float32 buffers)."""
+    f32 = torch.float32
+    levels = fsq._levels.to("cpu", f32)
+    return {
+        "shift": fsq._shift.to("cpu", f32).contiguous(),
+        "half_l": fsq._half_l.to("cpu", f32).contiguous(),
+        "offset": fsq._offset.to("cpu", f32).contiguous(),
+        "half_width": fsq._half_width.to("cpu", f32).contiguous(),
+        "lm1": (levels - 1).contiguous(),
+        "sym_scale": (2.0 / (levels - 1)).contiguous(),  # as in FSQ.quantize_digits
+        "basis": fsq._basis.to("cpu", torch.int32).contiguous(),
+    }
+
+
+class _Spec:
+    """Everything the kernel needs besides the tensors."""
+
+    def __init__(
+        self,
+        kernel: CpuKernel,
+        fsq: FSQ,
+        geometry: tuple[int, int, int],
+        out_dtype: torch.dtype,
+    ) -> None:
+        self.kernel = kernel
+        self.consts = _constants(fsq)
+        self.geometry = geometry
+        self.out_dtype = out_dtype
+        self.D = fsq.codebook_dim
+        self.G = fsq.num_codebooks
+        self.symmetric = fsq.symmetric
+
+    def run(self, x: Tensor, save_t: bool) -> tuple[Tensor, Tensor, Tensor | None, bool]:
+        outer, _, inner = self.geometry
+        out = torch.empty(x.shape, dtype=self.out_dtype)
+        saved_t = torch.empty(x.shape, dtype=torch.float32) if save_t else None
+        indices = torch.empty(outer * inner * self.G, dtype=torch.int32)
+        bad = self.kernel.forward(
+            x, out, saved_t, indices, self.geometry, self.consts, self.D, self.G, self.symmetric
+        )
+        return out, indices, saved_t, bad
+
+
+class _NonFinite(Exception):
+    """Raised inside the autograd function so that nothing is recorded."""
+
+
+class _FusedFSQ(torch.autograd.Function):
+    """``x (contiguous) -> (codes, indices)`` with the straight-through gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, spec: _Spec) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        out, indices, saved_t, bad = spec.run(x, save_t=True)
+        if bad:
+            raise _NonFinite
+        ctx.spec = spec
+        ctx.z_dtype = x.dtype
+        ctx.save_for_backward(saved_t)  # one float32 tensor of x's element count
+        ctx.mark_non_differentiable(indices)
+        return out, indices
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor, _grad_indices: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (saved_t,) = ctx.saved_tensors
+        spec: _Spec = ctx.spec
+        grad = grad_out.contiguous()
+        if grad.dtype not in SUPPORTED_DTYPES:
+            grad = grad.to(spec.out_dtype)
+        grad_z = torch.empty(saved_t.shape, dtype=ctx.z_dtype)
+        spec.kernel.backward(
+            grad, saved_t, grad_z, spec.geometry, spec.consts, spec.D, spec.symmetric
+        )
+        return grad_z, None
+
+
+def _layout(fsq: FSQ, z: Tensor) -> tuple[Tensor, tuple[int, int, int], bool]:
+    """Pick a kernel layout without copying where possible.
+
+    Returns ``(x, (outer, C, inner), moved)``: ``x`` contiguous; ``moved`` when a
+    channel-first ``z`` stored channels-last (e.g. ``torch.channels_last``) is
+    handed to the kernel as channel-last ``x = z.movedim(1, -1)``."""
+    C = z.shape[1] if (fsq.channel_first and z.ndim >= 3) else z.shape[-1]
+    if fsq.channel_first and z.ndim >= 3:
+        if not z.is_contiguous():
+            moved = z.movedim(1, -1)
+            if moved.is_contiguous():
+                return moved, (moved.numel() // C, C, 1), True
+            z = z.contiguous()
+        return z, (z.shape[0], C, z.numel() // (z.shape[0] * C)), False
+    x = z.contiguous()
+    return x, (x.numel() // C, C, 1), False
+
+
+def _quantize(fsq: FSQ, kernel: CpuKernel, x: Tensor, geometry, out_dtype) -> tuple[Tensor, Tensor]:
+    spec = _Spec(kernel, fsq, geometry, out_dtype)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FusedFSQ.apply(x, spec)
+    out, indices, _, bad = spec.run(x, save_t=False)
+    if bad:
+        raise _NonFinite
+    return out, indices
+
+
+def fast_forward(fsq: FSQ, z: Tensor) -> QuantizerOutput | None:
+    """``fsq(z)`` through the fused kernel (call after :func:`fast_path_applies`
+    and the module's shape checks). Returns None if ``z`` turned out to hold
+    NaN/inf and ``fsq.check_finite`` is off, so the caller runs the reference path
+    (whose NaN behaviour the kernel does not imitate); raises ``ValueError`` on
+    NaN/inf when ``check_finite`` is on."""
+    kernel = get_cpu_kernel()
+    assert kernel is not None
+    G = fsq.num_codebooks
+    try:
+        if not fsq.has_projections:
+            x, geometry, moved = _layout(fsq, z)
+            codes, indices = _quantize(fsq, kernel, x, geometry, z.dtype)
+            out = codes.movedim(-1, 1) if moved else codes
+            cf = fsq.channel_first and z.ndim >= 3
+            positions = (z.shape[0], *z.shape[2:]) if cf else z.shape[:-1]
+        else:
+            # Same structure as the reference: project, quantize in float32, project back.
+            zp = fsq.project_in(fsq._to_channel_last(z)).contiguous()  # (..., G*D)
+            with torch.autocast(device_type="cpu", enabled=False):
+                codes, indices = _quantize(
+                    fsq, kernel, zp, (zp.numel() // zp.shape[-1], zp.shape[-1], 1), torch.float32
+                )
+            out = fsq.project_out(codes.to(fsq._proj_dtype())).to(z.dtype)
+            out = fsq._from_channel_last(out)
+            positions = zp.shape[:-1]
+    except _NonFinite:
+        if fsq.check_finite and not fsq.has_projections:
+            raise ValueError(NONFINITE_MESSAGE) from None
+        return None
+    indices = indices.view(*positions, G) if G > 1 else indices.view(positions)
+    return QuantizerOutput(
+        quantized=out, indices=indices, aux_loss=zero_loss(out), codebook_size=fsq.codebook_size
+    )

@@ -1,0 +1,305 @@
+"""Build, cache and load the fused CPU FSQ kernel (``fsq_cpu.c``) at first use.
+
+Nothing is compiled at install time. The first call to :func:`get_cpu_kernel`
+compiles ``fsq_cpu.c`` with the system C compiler (about a second) into a cache
+directory (``$FSQKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fsqkit``, else
+``~/.cache/fsqkit``), keyed by a hash of the source and flags, so later
+processes only load it. The file is written to a temporary name and moved in
+with ``os.replace``, so concurrent processes never see half a library.
+
+The kernel must reproduce ``torch.tanh`` bit for bit (codes sit on bin edges
+otherwise; see ``fsq_cpu.c``). ATen's CPU ``tanh`` for float32 is MKL VML's
+``vmsTanh`` in MKL builds of torch and SLEEF's ``tanhf*_u10`` otherwise; both
+are exported by ``libtorch_cpu``. We resolve each candidate, run it through the
+kernel on a probe and keep the first that matches ``torch.tanh`` exactly; then
+a small end-to-end check compares the fused forward with the reference ops.
+
+Whenever something is missing (no compiler, not x86-64 Linux, no matching tanh,
+a failed check) the caller gets ``None`` and one log line says why; the FSQ
+module then runs the reference path. ``FSQKIT_NO_FAST_KERNEL=1`` disables the
+kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("fsqkit.fast")
+
+SOURCE = Path(__file__).with_name("fsq_cpu.c")
+# -ffp-contract=off: no fused multiply-adds, every float op rounds like torch's.
+CFLAGS = (
+    "-O3",
+    "-fPIC",
+    "-shared",
+    "-fopenmp",
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-mavx2",
+    "-mfma",
+    "-mf16c",
+)
+# ATen's vml.h calls vmsTanh with VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE.
+VML_MODE = 0x2 | 0x140000 | 0x100
+TANH_VML, TANH_SLEEF8, TANH_SLEEF16 = 0, 1, 2
+DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"tried": False, "kernel": None, "reason": None}
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept (created on demand)."""
+    env = os.environ.get("FSQKIT_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fsqkit"
+
+
+class KernelUnavailable(RuntimeError):
+    """The fused kernel cannot be used here; the message says why."""
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise KernelUnavailable("no C compiler found (install gcc or set CC)")
+    return cc
+
+
+def _build() -> Path:
+    source = SOURCE.read_bytes()
+    cc = _compiler()
+    key = hashlib.sha256(source + " ".join((cc, *CFLAGS)).encode()).hexdigest()[:16]
+    target = cache_dir() / "kernels" / f"fsq_cpu-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("building the fused FSQ CPU kernel once, into %s", target)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run(
+            [cc, *CFLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300
+        )
+        if proc.returncode != 0:
+            first = (proc.stderr or proc.stdout).strip().splitlines()[:1]
+            raise KernelUnavailable(f"{cc} failed to build fsq_cpu.c: {' '.join(first)}")
+        os.replace(tmp, target)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise KernelUnavailable(f"could not run the C compiler {cc}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _tanh_candidates() -> list[tuple[str, int, int]]:
+    """(name, kind, address) of the tanh functions libtorch_cpu exports."""
+    lib_path = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    if not lib_path.exists():
+        raise KernelUnavailable(f"{lib_path} not found")
+    torch_cpu = ctypes.CDLL(str(lib_path))  # already loaded: this only gets a handle
+    capability = torch.backends.cpu.get_cpu_capability()
+    wanted = [("VMSTANH_64_", TANH_VML)]
+    if capability.startswith("AVX512"):
+        wanted.append(("Sleef_tanhf16_u10", TANH_SLEEF16))
+    if capability.startswith(("AVX2", "AVX512")):
+        wanted.append(("Sleef_tanhf8_u10", TANH_SLEEF8))
+    found = []
+    for name, kind in wanted:
+        try:
+            fn = getattr(torch_cpu, name)
+        except AttributeError:
+            continue
+        found.append((name, kind, ctypes.cast(fn, ctypes.c_void_p).value))
+    return found
+
+
+def _tanh_probe() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1234)
+    special = torch.tensor(
+        [0.0, -0.0, 1e-30, -1e-30, 1e-8, 0.5, 0.55, 1.0, 9.0, 9.01, 10.0, 20.0, 88.0, -88.0]
+    )
+    return torch.cat(
+        [
+            torch.randn(16384, generator=g) * 3.0,
+            torch.linspace(-12.0, 12.0, 8191),
+            (torch.rand(4096, generator=g) - 0.5) * 1e-3,
+            special,
+        ]
+    ).contiguous()
+
+
+def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr() if t is not None else None)
+
+
+def _matches_torch_tanh(lib: ctypes.CDLL) -> bool:
+    probe = _tanh_probe()
+    ref = torch.tanh(probe)
+    out = torch.empty_like(probe)
+    lib.fsq_tanh(_ptr(probe), _ptr(out), ctypes.c_int64(probe.numel()))
+    if not torch.equal(out.view(torch.int32), ref.view(torch.int32)):
+        return False
+    # short calls take tail paths in vector libraries: check some lengths too
+    for n in (1, 7, 13, 100):
+        piece = probe[5000 : 5000 + n].clone()
+        lib.fsq_tanh(_ptr(piece), _ptr(out), ctypes.c_int64(n))
+        if not torch.equal(out[:n].view(torch.int32), torch.tanh(piece).view(torch.int32)):
+            return False
+    return True
+
+
+class CpuKernel:
+    """ctypes wrapper of the compiled ``fsq_cpu.c``; tensors must be contiguous CPU."""
+
+    def __init__(self, lib: ctypes.CDLL, tanh_name: str, path: Path) -> None:
+        self.lib = lib
+        self.tanh_name = tanh_name
+        self.path = path
+        i64, ci = ctypes.c_int64, ctypes.c_int
+        p = ctypes.c_void_p
+        lib.fsq_forward.restype = ci
+        lib.fsq_forward.argtypes = [p, ci, p, ci, p, p, i64, i64, i64, *([p] * 7), ci, ci, ci, ci]
+        lib.fsq_backward.restype = None
+        lib.fsq_backward.argtypes = [p, ci, p, p, ci, i64, i64, i64, p, p, p, p, ci, ci, ci]
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        out: torch.Tensor,
+        saved_t: torch.Tensor | None,
+        indices: torch.Tensor,
+        geometry: tuple[int, int, int],
+        consts: dict[str, torch.Tensor],
+        D: int,
+        G: int,
+        symmetric: bool,
+    ) -> bool:
+        """Fill ``out`` (codes), ``saved_t`` (tanh, optional) and ``indices``.
+        ``geometry = (outer, C, inner)``. Returns True if ``z`` held NaN/inf."""
+        outer, C, inner = geometry
+        c = consts
+        bad = self.lib.fsq_forward(
+            _ptr(z),
+            DTYPE_CODES[z.dtype],
+            _ptr(out),
+            DTYPE_CODES[out.dtype],
+            _ptr(saved_t),
+            _ptr(indices),
+            outer,
+            C,
+            inner,
+            _ptr(c["shift"]),
+            _ptr(c["half_l"]),
+            _ptr(c["offset"]),
+            _ptr(c["half_width"]),
+            _ptr(c["lm1"]),
+            _ptr(c["sym_scale"]),
+            _ptr(c["basis"]),
+            D,
+            G,
+            int(symmetric),
+            torch.get_num_threads(),
+        )
+        return bool(bad)
+
+    def backward(
+        self,
+        grad: torch.Tensor,
+        saved_t: torch.Tensor,
+        grad_z: torch.Tensor,
+        geometry: tuple[int, int, int],
+        consts: dict[str, torch.Tensor],
+        D: int,
+        symmetric: bool,
+    ) -> None:
+        """Fill ``grad_z`` from ``grad`` (of the codes) and the saved tanh."""
+        outer, C, inner = geometry
+        c = consts
+        self.lib.fsq_backward(
+            _ptr(grad),
+            DTYPE_CODES[grad.dtype],
+            _ptr(saved_t),
+            _ptr(grad_z),
+            DTYPE_CODES[grad_z.dtype],
+            outer,
+            C,
+            inner,
+            _ptr(c["half_l"]),
+            _ptr(c["half_width"]),
+            _ptr(c["lm1"]),
+            _ptr(c["sym_scale"]),
+            D,
+            int(symmetric),
+            torch.get_num_threads(),
+        )
+
+
+def _load() -> CpuKernel:
+    if os.environ.get("FSQKIT_NO_FAST_KERNEL", "") not in ("", "0"):
+        raise KernelUnavailable("disabled by FSQKIT_NO_FAST_KERNEL")
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+        raise KernelUnavailable(
+            f"only built for x86-64 Linux, not {sys.platform}/{platform.machine()}"
+        )
+    if not torch.backends.cpu.get_cpu_capability().startswith(("AVX2", "AVX512")):
+        raise KernelUnavailable("the CPU (or ATEN_CPU_CAPABILITY) lacks AVX2")
+    candidates = _tanh_candidates()
+    if not candidates:
+        raise KernelUnavailable("libtorch_cpu exports no known tanh primitive (MKL VML or SLEEF)")
+    path = _build()
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise KernelUnavailable(f"could not load {path}: {exc}") from exc
+    lib.fsq_set_tanh.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int64]
+    lib.fsq_tanh.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    for name, kind, address in candidates:
+        lib.fsq_set_tanh(kind, address, VML_MODE)
+        if _matches_torch_tanh(lib):
+            return CpuKernel(lib, name, path)
+    names = ", ".join(n for n, _, _ in candidates)
+    raise KernelUnavailable(f"none of the tanh primitives ({names}) reproduces torch.tanh exactly")
+
+
+def get_cpu_kernel() -> CpuKernel | None:
+    """The loaded kernel, or None (after one log line saying why) if unavailable."""
+    if _state["tried"]:
+        return _state["kernel"]  # type: ignore[return-value]
+    with _lock:
+        if not _state["tried"]:
+            try:
+                _state["kernel"] = _load()
+            except KernelUnavailable as exc:
+                _state["reason"] = str(exc)
+                log.warning(
+                    "fsqkit: fused FSQ CPU kernel unavailable (%s); using the reference path", exc
+                )
+            _state["tried"] = True
+    return _state["kernel"]  # type: ignore[return-value]
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`get_cpu_kernel` returned None (None if it was not tried or worked)."""
+    return _state["reason"]  # type: ignore[return-value]
+
+
+def _reset_for_tests() -> None:
+    """Forget the loaded kernel so the next call retries (tests only)."""
+    with _lock:
+        _state.update(tried=False, kernel=None, reason=None)
