@@ -28,6 +28,9 @@
 
 #define TILE 2048
 #define MAXC 256
+/* Outputs at least this large go out with non-temporal stores: they will not
+ * be in cache when read anyway, and streaming skips reading them in first. */
+#define STREAM_BYTES (8 << 20)
 
 enum { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
 enum { TANH_VML = 0, TANH_SLEEF8 = 1, TANH_SLEEF16 = 2 };
@@ -87,6 +90,14 @@ void fsq_tanh(const float *in, float *out, int64_t n) {
     }
 }
 
+/* min(max(x, 0), hi) as the reference's clamp_min/minimum; inputs are finite
+ * here (NaN inputs are flagged and sent back to the reference path). Written
+ * with comparisons, not fminf/fmaxf, so that the loops vectorize. */
+static inline float clampf(float x, float hi) {
+    x = x > 0.0f ? x : 0.0f;
+    return x < hi ? x : hi;
+}
+
 /* ------------------------------------------------------- dtype conversion */
 static inline float bf16_to_f32(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;
@@ -126,6 +137,21 @@ static inline void store_run(void *dst, int dt, int64_t off, const float *restri
         _Float16 *restrict d = (_Float16 *)dst + off;
         for (int j = 0; j < n; j++) d[j] = (_Float16)src[j];
     }
+}
+
+/* Copy to memory that is not read again soon (the tanh saved for backward):
+ * non-temporal stores skip the read-for-ownership of the destination. */
+static inline void stream_copy(float *restrict dst, const float *restrict src, int n) {
+    int j = 0;
+#if defined(__AVX__)
+    while (j < n && ((uintptr_t)(dst + j) & 31u)) {
+        dst[j] = src[j];
+        j++;
+    }
+    for (; j + 8 <= n; j += 8) _mm256_stream_ps(dst + j, _mm256_loadu_ps(src + j));
+    _mm_sfence(); /* streamed stores are weakly ordered: publish before returning */
+#endif
+    for (; j < n; j++) dst[j] = src[j];
 }
 
 /* ------------------------------------------------------------ tiling */
@@ -182,12 +208,20 @@ static void gather(const tiling *t, float *restrict buf, const void *src, int dt
 }
 
 static void scatter(const tiling *t, void *dst, int dt, const float *restrict buf, int64_t o,
-                    int64_t s, int np) {
+                    int64_t s, int np, int stream) {
     if (!t->cf) {
-        store_run(dst, dt, run_offset(t, o, s, 0), buf, np * (int)t->C);
+        if (stream && dt == DT_F32)
+            stream_copy((float *)dst + run_offset(t, o, s, 0), buf, np * (int)t->C);
+        else
+            store_run(dst, dt, run_offset(t, o, s, 0), buf, np * (int)t->C);
         return;
     }
-    for (int c = 0; c < t->C; c++) store_run(dst, dt, run_offset(t, o, s, c), buf + c * np, np);
+    for (int c = 0; c < t->C; c++) {
+        if (stream && dt == DT_F32)
+            stream_copy((float *)dst + run_offset(t, o, s, c), buf + c * np, np);
+        else
+            store_run(dst, dt, run_offset(t, o, s, c), buf + c * np, np);
+    }
 }
 
 /* Per-element copy of a per-dimension constant for a dense tile of np positions. */
@@ -220,6 +254,32 @@ static void fill_consts(const tiling *t, consts_tile *k, int np, int D, int symm
     spread(t, k->m, lm1, D, np);
 }
 
+/* idx[q] = sum of the D consecutive weighted digits w[q*D .. q*D+D-1]; with D a
+ * compile-time constant (see sum_groups) the loop vectorizes. */
+static inline __attribute__((always_inline)) void sum_groups_d(const int32_t *restrict w,
+                                                               int32_t *restrict idx, int m,
+                                                               const int D) {
+    for (int q = 0; q < m; q++) {
+        int32_t acc = 0;
+        for (int d = 0; d < D; d++) acc += w[q * D + d];
+        idx[q] = acc;
+    }
+}
+
+static void sum_groups(const int32_t *w, int32_t *idx, int m, int D) {
+    switch (D) {
+    case 1: sum_groups_d(w, idx, m, 1); break;
+    case 2: sum_groups_d(w, idx, m, 2); break;
+    case 3: sum_groups_d(w, idx, m, 3); break;
+    case 4: sum_groups_d(w, idx, m, 4); break;
+    case 5: sum_groups_d(w, idx, m, 5); break;
+    case 6: sum_groups_d(w, idx, m, 6); break;
+    case 7: sum_groups_d(w, idx, m, 7); break;
+    case 8: sum_groups_d(w, idx, m, 8); break;
+    default: sum_groups_d(w, idx, m, D);
+    }
+}
+
 /* Returns nonzero if z held a NaN or an infinity. saved_t may be NULL. */
 int fsq_forward(const void *z, int z_dt, void *out, int out_dt, float *saved_t, int32_t *indices,
                 int64_t outer, int64_t C, int64_t inner, const float *shift, const float *half_l,
@@ -228,9 +288,15 @@ int fsq_forward(const void *z, int z_dt, void *out, int out_dt, float *saved_t, 
                 int num_threads) {
     tiling t = make_tiling(outer, C, inner);
     consts_tile full; /* constants of a full tile: the same for all of them */
-    const consts_tile *k_full = &full;
     fill_consts(&t, &full, t.P, D, symmetric, shift, half_l, offset, half_width, lm1, sym_scale);
+    /* basis weight of each element of a full tile */
+    int32_t wfull[TILE];
+    for (int j = 0; j < t.P * C; j++) {
+        int c = t.cf ? j / t.P : j % (int)C;
+        wfull[j] = basis[c % D];
+    }
     int bad = 0;
+    int stream = outer * C * inner * 4 >= STREAM_BYTES;
 
 #pragma omp parallel for schedule(static) num_threads(num_threads) reduction(| : bad)
     for (int64_t tix = 0; tix < t.n_tiles; tix++) {
@@ -241,17 +307,25 @@ int fsq_forward(const void *z, int z_dt, void *out, int out_dt, float *saved_t, 
         consts_tile part;
         int64_t o, s;
         int np = tile_span(&t, tix, &o, &s);
-        const consts_tile *k = k_full;
+        const consts_tile *k = &full;
         if (np != t.P) {
             fill_consts(&t, &part, np, D, symmetric, shift, half_l, offset, half_width, lm1,
                         sym_scale);
             k = &part;
         }
         int n = np * (int)C;
-        gather(&t, u, z, z_dt, o, s, np);
+        /* Channel-last float32 tiles are one contiguous run: read and write them in
+         * place instead of through the staging buffers. */
+        int direct = !t.cf;
+        int64_t off = run_offset(&t, o, s, 0);
+        const float *src = u;
+        if (direct && z_dt == DT_F32) src = (const float *)z + off;
+        else gather(&t, u, z, z_dt, o, s, np);
+        float *cdst = (direct && out_dt == DT_F32 && !stream) ? (float *)out + off : code;
+        float *tdst = (direct && saved_t) ? saved_t + off : 0;
         int lbad = 0;
         for (int j = 0; j < n; j++) {
-            float v = u[j];
+            float v = src[j];
             lbad |= !(v - v == 0.0f); /* NaN or inf */
             u[j] = v + k->a[j];
         }
@@ -259,22 +333,27 @@ int fsq_forward(const void *z, int z_dt, void *out, int out_dt, float *saved_t, 
         tanh_inplace(u, n);
         if (symmetric) {
             for (int j = 0; j < n; j++) {
-                float x = (k->b[j] * (u[j] + 1.0f)) / 2.0f;
+                float tj = u[j];
+                float x = (k->b[j] * (tj + 1.0f)) / 2.0f;
                 float r = nearbyintf(x);
-                float q = x + (r - x); /* the STE's forward value, -0 -> +0 as in torch */
-                code[j] = q * k->h[j] - 1.0f;
-                dig[j] = (int32_t)fminf(fmaxf(r, 0.0f), k->m[j]);
+                float q = x + (r - x); /* the STE's forward value: -0 becomes +0 as in torch */
+                cdst[j] = q * k->h[j] - 1.0f;
+                dig[j] = (int32_t)clampf(r, k->m[j]);
             }
         } else {
             for (int j = 0; j < n; j++) {
-                float x = u[j] * k->b[j] - k->c[j];
+                float tj = u[j];
+                float x = tj * k->b[j] - k->c[j];
                 float r = nearbyintf(x);
                 float q = x + (r - x);
-                code[j] = q / k->h[j];
-                dig[j] = (int32_t)fminf(fmaxf(r + k->h[j], 0.0f), k->m[j]);
+                cdst[j] = q / k->h[j];
+                dig[j] = (int32_t)clampf(r + k->h[j], k->m[j]);
             }
         }
+        if (tdst) stream_copy(tdst, u, n);
         /* Mixed-radix indices over the D digits of each codebook. */
+        int64_t pos0 = t.cf ? o * inner + s : s;
+        int32_t *idst = indices + pos0 * G;
         if (t.cf) {
             for (int p = 0; p < np * G; p++) idx[p] = 0;
             for (int c = 0; c < C; c++) {
@@ -282,18 +361,13 @@ int fsq_forward(const void *z, int z_dt, void *out, int out_dt, float *saved_t, 
                 int32_t b = basis[c % D];
                 for (int p = 0; p < np; p++) idx[p * G + g] += dig[c * np + p] * b;
             }
+            memcpy(idst, idx, (size_t)np * G * 4);
         } else {
-            for (int p = 0; p < np; p++)
-                for (int g = 0; g < G; g++) {
-                    int32_t acc = 0;
-                    for (int d = 0; d < D; d++) acc += dig[p * C + g * D + d] * basis[d];
-                    idx[p * G + g] = acc;
-                }
+            for (int j = 0; j < n; j++) dig[j] *= wfull[j];
+            sum_groups(dig, idst, np * G, D);
         }
-        int64_t pos0 = t.cf ? o * inner + s : s;
-        memcpy(indices + pos0 * G, idx, (size_t)np * G * 4);
-        scatter(&t, out, out_dt, code, o, s, np);
-        if (saved_t) scatter(&t, saved_t, DT_F32, u, o, s, np);
+        if (cdst == code) scatter(&t, out, out_dt, code, o, s, np, stream);
+        if (saved_t && !tdst) scatter(&t, saved_t, DT_F32, u, o, s, np, 1);
     }
     return bad;
 }
@@ -308,35 +382,40 @@ void fsq_backward(const void *g, int g_dt, const float *saved_t, void *gz, int g
                   const float *half_width, const float *lm1, const float *sym_scale, int D,
                   int symmetric, int num_threads) {
     tiling t = make_tiling(outer, C, inner);
-    consts_tile k_full; /* only b (half_l or L - 1) and h are read below */
-    fill_consts(&t, &k_full, t.P, D, symmetric, half_l, half_l, half_l, half_width, lm1,
+    consts_tile full; /* only b (half_l or L - 1) and h are read below */
+    fill_consts(&t, &full, t.P, D, symmetric, half_l, half_l, half_l, half_width, lm1,
                 sym_scale);
+    int stream = outer * C * inner * 4 >= STREAM_BYTES;
 #pragma omp parallel for schedule(static) num_threads(num_threads)
     for (int64_t tix = 0; tix < t.n_tiles; tix++) {
-        float gb[TILE], tb[TILE];
+        float gb[TILE], tb[TILE], res[TILE];
         consts_tile part;
         int64_t o, s;
         int np = tile_span(&t, tix, &o, &s);
-        const consts_tile *k = &k_full;
+        const consts_tile *k = &full;
         if (np != t.P) {
             fill_consts(&t, &part, np, D, symmetric, half_l, half_l, half_l, half_width, lm1,
                         sym_scale);
             k = &part;
         }
         int n = np * (int)C;
-        gather(&t, gb, g, g_dt, o, s, np);
-        gather(&t, tb, saved_t, DT_F32, o, s, np);
+        int64_t off = run_offset(&t, o, s, 0);
+        const float *gp = gb, *tp = tb;
+        if (!t.cf && g_dt == DT_F32) gp = (const float *)g + off;
+        else gather(&t, gb, g, g_dt, o, s, np);
+        if (!t.cf) tp = saved_t + off;
+        else gather(&t, tb, saved_t, DT_F32, o, s, np);
         if (symmetric) {
             for (int j = 0; j < n; j++) {
-                float a = ((gb[j] * k->h[j]) / 2.0f) * k->b[j];
-                gb[j] = a * fmaf(-tb[j], tb[j], 1.0f);
+                float a = ((gp[j] * k->h[j]) / 2.0f) * k->b[j];
+                res[j] = a * fmaf(-tp[j], tp[j], 1.0f);
             }
         } else {
             for (int j = 0; j < n; j++) {
-                float a = (gb[j] / k->h[j]) * k->b[j];
-                gb[j] = a * fmaf(-tb[j], tb[j], 1.0f);
+                float a = (gp[j] / k->h[j]) * k->b[j];
+                res[j] = a * fmaf(-tp[j], tp[j], 1.0f);
             }
         }
-        scatter(&t, gz, gz_dt, gb, o, s, np);
+        scatter(&t, gz, gz_dt, res, o, s, np, stream);
     }
 }
