@@ -17,6 +17,11 @@ from collections.abc import Sequence
 # Order here is the order in ``fsqkit --help``.
 COMMAND_MODULES: list[str] = [
     "levels",
+    "usage_study",
+    "train_tokenizer",
+    "encode",
+    "decode",
+    "demo",
 ]
 
 

@@ -1,0 +1,210 @@
+"""``fsqkit train-tokenizer``: train an image tokenizer (FSQ, VQ, residual variants).
+
+Runs single-process, or under ``torchrun --nproc_per_node=N`` with
+DistributedDataParallel (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fsqkit.data import DATA_SPECS
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Quantizer and architecture flags (shared with ``fsqkit demo``)."""
+    g = p.add_argument_group("quantizer")
+    g.add_argument(
+        "--quantizer", default="fsq", help="registered quantizer name (fsq, vq, residual_fsq, ...)"
+    )
+    g.add_argument(
+        "--levels", type=_int_list, default=[8, 5, 5, 5], help="FSQ levels (default 8,5,5,5)"
+    )
+    g.add_argument(
+        "--codebook-size", type=int, default=1024, help="VQ codebook size (default 1024)"
+    )
+    g.add_argument(
+        "--codebook-dim",
+        type=int,
+        default=None,
+        help="VQ code dimension (default: latent channels)",
+    )
+    g.add_argument(
+        "--latent-channels",
+        type=int,
+        default=None,
+        help="encoder output channels for VQ (default 32)",
+    )
+    g.add_argument(
+        "--vq-learning", choices=["ema", "loss"], default="loss", help="VQ codebook learning"
+    )
+    g.add_argument("--commitment-weight", type=float, default=0.25)
+    g.add_argument("--entropy-weight", type=float, default=0.1)
+    g.add_argument("--entropy-temperature", type=float, default=0.01)
+    g.add_argument(
+        "--quantizer-kwargs", default=None, help="JSON object of extra quantizer arguments"
+    )
+    a = p.add_argument_group("architecture")
+    a.add_argument("--image-size", type=int, default=32)
+    a.add_argument("--base-channels", type=int, default=32)
+    a.add_argument(
+        "--channel-mult",
+        type=_int_list,
+        default=None,
+        help="per-stage multipliers, e.g. 1,2,2 (f=4)",
+    )
+    a.add_argument(
+        "--factor",
+        type=int,
+        default=4,
+        choices=[2, 4, 8, 16],
+        help="down-sampling factor f (if no --channel-mult)",
+    )
+    a.add_argument("--num-res-blocks", type=int, default=1)
+
+
+def model_config_from_args(args: argparse.Namespace):
+    from fsqkit.tokenizer import TokenizerConfig
+
+    extra = json.loads(args.quantizer_kwargs) if args.quantizer_kwargs else {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"--quantizer-kwargs must be a JSON object, got {args.quantizer_kwargs!r}")
+    latent = args.latent_channels
+    if "fsq" in args.quantizer:
+        qkw = {"levels": list(args.levels)}
+    else:
+        latent = latent or 32
+        qkw = {
+            "codebook_size": args.codebook_size,
+            "codebook_dim": args.codebook_dim,
+            "commitment_weight": args.commitment_weight,
+            "entropy_weight": args.entropy_weight,
+            "entropy_temperature": args.entropy_temperature,
+            "learning": args.vq_learning,
+        }
+    qkw.update(extra)
+    mult = (
+        tuple(args.channel_mult)
+        if args.channel_mult
+        else TokenizerConfig.channel_mult_for(args.factor)
+    )
+    return TokenizerConfig(
+        quantizer=args.quantizer,
+        quantizer_kwargs=qkw,
+        latent_channels=latent,
+        image_size=args.image_size,
+        base_channels=args.base_channels,
+        channel_mult=mult,
+        num_res_blocks=args.num_res_blocks,
+    )
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    t = p.add_argument_group("training")
+    t.add_argument("--data", default="embedded", help=f"data spec: {', '.join(DATA_SPECS)}")
+    t.add_argument("--steps", type=int, default=1000)
+    t.add_argument("--batch-size", type=int, default=32, help="per process")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--recon-loss", default="l2", choices=["l1", "l2", "l1+l2"])
+    t.add_argument(
+        "--disc-weight", type=float, default=0.0, help="PatchGAN hinge loss weight (0: off)"
+    )
+    t.add_argument(
+        "--disc-start", type=int, default=1000, help="step after which the GAN loss is on"
+    )
+    t.add_argument("--perceptual-weight", type=float, default=0.0)
+    t.add_argument(
+        "--perceptual-weights", default=None, help="local torchvision VGG16 weights file"
+    )
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--train-images", type=int, default=None, help="embedded: number of training crops"
+    )
+    t.add_argument(
+        "--val-images", type=int, default=None, help="embedded: number of validation crops"
+    )
+
+
+def train_config_from_args(args: argparse.Namespace):
+    from fsqkit.tokenizer import TokenizerTrainConfig
+
+    return TokenizerTrainConfig(
+        data=args.data,
+        num_train_images=args.train_images,
+        num_val_images=args.val_images,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        recon_loss=args.recon_loss,
+        disc_weight=args.disc_weight,
+        disc_start=args.disc_start,
+        perceptual_weight=args.perceptual_weight,
+        perceptual_weights=args.perceptual_weights,
+        seed=args.seed,
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-tokenizer",
+        help="train an image tokenizer (stage I)",
+        description="Train a VQGAN-style image tokenizer with an FSQ or VQ bottleneck. "
+        "Works under `torchrun --nproc_per_node=N` (DDP). Writes OUT/metrics.jsonl, "
+        "OUT/recon.png and atomic checkpoints in OUT/checkpoints/.",
+    )
+    add_model_args(p)
+    add_train_args(p)
+    r = p.add_argument_group("run")
+    r.add_argument("--out", required=True, help="run directory")
+    r.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
+    r.add_argument(
+        "--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)"
+    )
+    r.add_argument(
+        "--ckpt-every", type=int, default=0, help="checkpoint every N steps (0: at the end)"
+    )
+    r.add_argument("--log-every", type=int, default=10)
+    r.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fsqkit.tokenizer import train_tokenizer
+    from fsqkit.tokenizer.model import describe
+    from fsqkit.training import TrainerConfig, cleanup_distributed, setup_distributed
+
+    model_cfg = model_config_from_args(args)
+    train_cfg = train_config_from_args(args)
+    trainer_cfg = TrainerConfig(
+        out_dir=args.out,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        ckpt_every=args.ckpt_every,
+        log_every=args.log_every,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    info = setup_distributed(args.device)
+    try:
+        result = train_tokenizer(model_cfg, train_cfg, trainer_cfg, info)
+        if info.is_main:
+            m = result.metrics
+            print(describe(result.model))
+            print(
+                f"val: PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  usage {m['usage']:.1%}  "
+                f"perplexity {m['perplexity']:.1f}  ({result.train_seconds:.1f} s training, "
+                f"{info.world_size} process(es)) -> {args.out}"
+            )
+    finally:
+        cleanup_distributed()
+    return 0

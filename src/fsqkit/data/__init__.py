@@ -1,0 +1,64 @@
+"""Image data for the tokenizer and stage-II models.
+
+``build_dataset(spec, split, image_size=..., seed=...)`` with ``spec`` one of:
+
+- ``"embedded"``: crops of the photographs bundled with scikit-image (train) and
+  scikit-learn (val); no download.
+- ``"digits"``: scikit-learn's handwritten digits (labels 0-9), upscaled.
+- ``"folder:PATH"``: a folder of images; class sub-folders become labels.
+- ``"npz:PATH"``: arrays (key ``images``, optional ``labels`` / ``val_images``).
+
+Every source returns an :class:`ImageDataset` (uint8 ``(N, 3, H, W)`` + labels).
+"""
+
+from __future__ import annotations
+
+from fsqkit.data.dataset import ImageDataset
+from fsqkit.data.digits import digits_dataset
+from fsqkit.data.embedded import embedded_dataset
+from fsqkit.data.files import folder_dataset, npz_dataset
+
+DATA_SPECS = ("embedded", "digits", "folder:PATH", "npz:PATH")
+
+
+def build_dataset(
+    spec: str,
+    split: str,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    num_images: int | None = None,
+) -> ImageDataset:
+    """Build the ``split`` (``"train"`` or ``"val"``) of the data source ``spec``.
+
+    ``num_images`` only applies to ``embedded`` (number of crops). Raises
+    ``ValueError`` for an unknown spec and ``FileNotFoundError`` for a missing path.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"data spec must be a string, got {type(spec).__name__}")
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    kind, _, path = spec.partition(":")
+    if kind == "embedded" and not path:
+        return embedded_dataset(split, image_size=image_size, num_images=num_images, seed=seed)
+    if kind == "digits" and not path:
+        return digits_dataset(split, image_size=image_size, seed=seed)
+    if kind in ("folder", "npz"):
+        if not path:
+            raise ValueError(f"data spec {spec!r} needs a path, e.g. '{kind}:/data/images'")
+        builder = folder_dataset if kind == "folder" else npz_dataset
+        return builder(path, split, image_size=image_size, seed=seed)
+    raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(DATA_SPECS)}")
+
+
+__all__ = [
+    "DATA_SPECS",
+    "ImageDataset",
+    "build_dataset",
+    "digits_dataset",
+    "embedded_dataset",
+    "folder_dataset",
+    "npz_dataset",
+]

@@ -1,0 +1,117 @@
+"""``embedded``: crops of the photographs that ship inside scikit-image and
+scikit-learn (no download, always available).
+
+Training crops come from 14 scikit-image photographs; validation crops come from
+the two scikit-learn sample photographs (``china.jpg``, ``flower.jpg``), which
+are never used for training. Each crop is cut from a random position of the
+photo resized by a random factor in {1, 1/2, 1/4} (so a crop shows structure,
+not only texture). Everything is a pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fsqkit.data.dataset import ImageDataset, to_uint8_chw
+
+# scikit-image photographs used for training (files bundled with the wheel).
+TRAIN_PHOTOS: tuple[str, ...] = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "ihc.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "camera.png",
+    "coins.png",
+    "moon.png",
+)
+# scikit-learn sample photographs, held out for validation.
+VAL_PHOTOS: tuple[str, ...] = ("china.jpg", "flower.jpg")
+
+SCALES: tuple[float, ...] = (1.0, 0.5, 0.25)
+DEFAULT_COUNTS = {"train": 4096, "val": 512}
+
+
+def _skimage_path(name: str) -> str:
+    import skimage.data
+
+    return os.path.join(skimage.data.data_dir, name)
+
+
+def _sklearn_path(name: str) -> str:
+    import sklearn.datasets
+
+    return os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", name)
+
+
+@functools.lru_cache(maxsize=4)
+def _pyramids(split: str) -> tuple[tuple[Tensor, ...], ...]:
+    """For each photo of ``split``: the photo at every scale of ``SCALES`` as
+    ``(3, h, w)`` uint8 tensors. Cached: loading takes about a second."""
+    import skimage.io
+
+    if split == "train":
+        paths = [_skimage_path(n) for n in TRAIN_PHOTOS]
+    else:
+        paths = [_sklearn_path(n) for n in VAL_PHOTOS]
+    out = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"embedded data: bundled photo {path} is missing (is scikit-image / "
+                f"scikit-learn installed completely?)"
+            )
+        img = to_uint8_chw(skimage.io.imread(path), what=path).float()[None]
+        levels = []
+        for s in SCALES:
+            x = img if s == 1.0 else F.interpolate(img, scale_factor=s, mode="area")
+            levels.append(x.round().clamp(0, 255).to(torch.uint8)[0])
+        out.append(tuple(levels))
+    return tuple(out)
+
+
+def embedded_dataset(
+    split: str, *, image_size: int = 32, num_images: int | None = None, seed: int = 0
+) -> ImageDataset:
+    """Random ``image_size`` crops of the bundled photographs.
+
+    Args:
+        split: ``"train"`` (scikit-image photos) or ``"val"`` (scikit-learn photos).
+        image_size: crop side in pixels (8 … 128).
+        num_images: number of crops (default 4096 train / 512 val).
+        seed: crops are a pure function of ``(seed, split)``.
+
+    Returns:
+        :class:`ImageDataset` with ``(num_images, 3, image_size, image_size)`` images.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if not 8 <= image_size <= 128:
+        raise ValueError(f"embedded data: image_size must be in [8, 128], got {image_size}")
+    n = DEFAULT_COUNTS[split] if num_images is None else int(num_images)
+    if n < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    pyramids = _pyramids(split)
+    # Different streams for the two splits, so train/val never share a draw.
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    crops = torch.empty((n, 3, image_size, image_size), dtype=torch.uint8)
+    for i in range(n):
+        photo = pyramids[rng.integers(len(pyramids))]
+        usable = [lvl for lvl in photo if min(lvl.shape[1:]) >= image_size]
+        lvl = usable[rng.integers(len(usable))]
+        top = rng.integers(lvl.shape[1] - image_size + 1)
+        left = rng.integers(lvl.shape[2] - image_size + 1)
+        crops[i] = lvl[:, top : top + image_size, left : left + image_size]
+    return ImageDataset(crops, name=f"embedded/{split}")

@@ -1,0 +1,301 @@
+"""``fsqkit demo``: the project's main job.
+
+Stage I on the built-in ``embedded`` photographs: an FSQ tokenizer (levels
+``[8, 5, 5, 5]``, 1000 codes) and a VQ tokenizer (1024 codes, VQGAN's commitment
+and entropy losses) with the same encoder/decoder and the same training budget,
+next to a non-learned baseline at the same token grid
+(:mod:`fsqkit.experiments.baseline`). Prints one table and writes a report
+folder (``report.md``, ``report.json``, ``reconstructions.png``,
+``training_curves.png``, the two runs with checkpoints under ``runs/``).
+
+Stages are functions that take the :class:`DemoConfig` and the shared
+:class:`~fsqkit.experiments.report.Report`; a stage II appends itself after
+:func:`run_stage1` in :func:`run_demo` and can load the tokenizers from
+``Stage1Result.runs``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from fsqkit.data import ImageDataset, build_dataset
+from fsqkit.data.io import save_image_grid
+from fsqkit.experiments.baseline import BicubicPaletteBaseline, evaluate_baseline, palette_levels
+from fsqkit.experiments.report import Report, Table
+from fsqkit.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig, train_tokenizer
+from fsqkit.training import TrainerConfig, read_metrics
+
+
+@dataclass
+class DemoConfig:
+    """Demo settings; :data:`PRESETS` hold the named budgets.
+
+    Attributes:
+        out: report folder.
+        steps: optimisation steps per tokenizer.
+        image_size: crop side (32: 8x8 tokens at f=4).
+        base_channels, channel_mult, num_res_blocks: the shared architecture.
+        batch_size, lr, betas: shared optimisation settings.
+        train_images, val_images: number of ``embedded`` crops.
+        fsq_levels: FSQ levels; vq_codebook_size / vq_latent_channels: the VQ side.
+        seed: one seed for data, init and batches of both runs.
+        progress: show progress bars.
+    """
+
+    out: str = "reports/demo"
+    steps: int = 300
+    image_size: int = 32
+    base_channels: int = 16
+    channel_mult: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 1
+    batch_size: int = 32
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    train_images: int = 4096
+    val_images: int = 512
+    fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
+    vq_codebook_size: int = 1024
+    vq_latent_channels: int = 32
+    seed: int = 0
+    progress: bool = True
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A smoke test of the whole pipeline (seconds); numbers are not meaningful.
+    "quick": {"steps": 30, "train_images": 512, "val_images": 128},
+    # The README's main job: about 3 minutes for stage I on a 2-core CPU.
+    "default": {},
+    # A longer, better run (about 10x the default).
+    "full": {"steps": 3000, "base_channels": 32, "channel_mult": (1, 2, 2), "train_images": 16384},
+}
+
+
+def demo_config(preset: str = "default", **overrides: Any) -> DemoConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    return replace(
+        DemoConfig(**PRESETS[preset]), **{k: v for k, v in overrides.items() if v is not None}
+    )
+
+
+@dataclass
+class Stage1Result:
+    """Per method (``"fsq"``, ``"vq"``, ``"baseline"``): validation metrics;
+    ``runs``: run directories of the trained tokenizers (``Tokenizer.load``-able)."""
+
+    metrics: dict[str, dict[str, float]]
+    runs: dict[str, str]
+    val_data: ImageDataset
+
+
+def tokenizer_configs(cfg: DemoConfig) -> dict[str, TokenizerConfig]:
+    """The two tokenizers: identical encoder/decoder, different bottleneck."""
+    common = dict(
+        image_size=cfg.image_size,
+        base_channels=cfg.base_channels,
+        channel_mult=tuple(cfg.channel_mult),
+        num_res_blocks=cfg.num_res_blocks,
+    )
+    return {
+        "fsq": TokenizerConfig(
+            quantizer="fsq", quantizer_kwargs={"levels": list(cfg.fsq_levels)}, **common
+        ),
+        "vq": TokenizerConfig(
+            quantizer="vq",
+            quantizer_kwargs={
+                "codebook_size": cfg.vq_codebook_size,
+                "learning": "loss",  # VQGAN: codebook + commitment (0.25) losses
+                "commitment_weight": 0.25,
+                "entropy_weight": 0.1,  # MaskGIT's entropy loss
+                "entropy_temperature": 0.01,
+                "seed": cfg.seed,
+            },
+            latent_channels=cfg.vq_latent_channels,
+            **common,
+        ),
+    }
+
+
+def quantizer_parameters(model: Tokenizer) -> int:
+    """Learned (or EMA) numbers inside the quantizer: 0 for FSQ, ``K x d`` for VQ."""
+    return int(
+        sum(t.numel() for t in model.quantizer.state_dict().values() if t.is_floating_point())
+    )
+
+
+def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
+    """Train FSQ and VQ tokenizers, evaluate them and the baseline, add the
+    table and figures to ``report``, print the table."""
+    train_cfg = TokenizerTrainConfig(
+        data="embedded",
+        num_train_images=cfg.train_images,
+        num_val_images=cfg.val_images,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        betas=cfg.betas,
+        seed=cfg.seed,
+    )
+    val = build_dataset(
+        "embedded", "val", image_size=cfg.image_size, seed=cfg.seed, num_images=cfg.val_images
+    )
+    configs = tokenizer_configs(cfg)
+    factor = configs["fsq"].downsample_factor
+    grid = configs["fsq"].token_grid
+    rows: list[dict[str, Any]] = []
+    metrics: dict[str, dict[str, float]] = {}
+    runs: dict[str, str] = {}
+    models: dict[str, Tokenizer] = {}
+
+    baseline = BicubicPaletteBaseline(factor, palette_levels(1000))
+    t0 = time.perf_counter()
+    metrics["baseline"] = evaluate_baseline(baseline, val)
+    rows.append(
+        _row(
+            "baseline (no learning)",
+            baseline.codebook_size,
+            metrics["baseline"],
+            0,
+            time.perf_counter() - t0,
+        )
+    )
+    for name, mcfg in configs.items():
+        out = os.path.join(cfg.out, "runs", name)
+        if cfg.progress:
+            print(f"[stage I] training the {name.upper()} tokenizer ({cfg.steps} steps) -> {out}")
+        result = train_tokenizer(
+            mcfg,
+            train_cfg,
+            TrainerConfig(out_dir=out, steps=cfg.steps, log_every=5, progress=cfg.progress),
+        )
+        models[name] = result.model
+        metrics[name] = result.metrics
+        runs[name] = out
+        label = (
+            f"FSQ {list(cfg.fsq_levels)}" if name == "fsq" else f"VQ {cfg.vq_codebook_size} codes"
+        )
+        rows.append(
+            _row(
+                label,
+                result.model.codebook_size,
+                result.metrics,
+                quantizer_parameters(result.model),
+                result.train_seconds,
+            )
+        )
+
+    table = Table(
+        title=f"Stage I: image tokenizers on embedded photos ({cfg.image_size}x{cfg.image_size} crops, "
+        f"{grid}x{grid} tokens, {len(val)} held-out validation crops, {cfg.steps} steps)",
+        columns=[
+            "method",
+            "codes",
+            "bits/token",
+            "PSNR dB",
+            "SSIM",
+            "usage",
+            "perplexity",
+            "quantizer params",
+            "train s",
+        ],
+        rows=rows,
+        formats={
+            "bits/token": ".2f",
+            "PSNR dB": ".2f",
+            "SSIM": ".3f",
+            "usage": ".1%",
+            "perplexity": ".1f",
+            "train s": ".1f",
+        },
+        note=(
+            f"Baseline: {baseline.describe()}. Usage: fraction of the codebook used at least once "
+            f"on the validation crops. Same architecture ({_arch(configs['fsq'])}), data, seed and "
+            f"steps for FSQ and VQ."
+        ),
+    )
+    print()
+    print(table.to_text())
+    print(table.note)
+    report.add_table(table)
+    report.data["stage1"] = {"config": asdict(cfg), "metrics": metrics, "runs": runs}
+
+    _recon_figure(models, baseline, val, os.path.join(cfg.out, "reconstructions.png"))
+    report.add_image("Reconstructions (rows: original, baseline, FSQ, VQ)", "reconstructions.png")
+    if _curves_figure(runs, os.path.join(cfg.out, "training_curves.png")):
+        report.add_image("Training curves", "training_curves.png")
+    return Stage1Result(metrics, runs, val)
+
+
+def _arch(c: TokenizerConfig) -> str:
+    return f"f={c.downsample_factor}, base {c.base_channels} x {list(c.channel_mult)}, {c.num_res_blocks} res block(s)/stage"
+
+
+def _row(
+    label: str, codes: int, m: dict[str, float], qparams: int, seconds: float
+) -> dict[str, Any]:
+    import math
+
+    return {
+        "method": label,
+        "codes": codes,
+        "bits/token": math.log2(codes),
+        "PSNR dB": m["psnr"],
+        "SSIM": m["ssim"],
+        "usage": m["usage"],
+        "perplexity": m["perplexity"],
+        "quantizer params": qparams,
+        "train s": seconds,
+    }
+
+
+@torch.no_grad()
+def _recon_figure(
+    models: dict[str, Tokenizer], baseline: BicubicPaletteBaseline, val: ImageDataset, path: str
+) -> None:
+    x = val.batch(slice(0, 12))
+    rows = [x, baseline.decode(baseline.encode(x))]
+    rows += [models[k].reconstruct(x) for k in ("fsq", "vq") if k in models]
+    save_image_grid(rows, path, scale=3)
+
+
+def _curves_figure(runs: dict[str, str], path: str) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, run in runs.items():
+        recs = [
+            r for r in read_metrics(os.path.join(run, "metrics.jsonl")) if r.get("split") == "train"
+        ]
+        steps = [r["step"] for r in recs]
+        axes[0].plot(steps, [r["recon"] for r in recs], label=name.upper())
+        axes[1].plot(steps, [r["usage"] for r in recs], label=name.upper())
+    axes[0].set(xlabel="step", ylabel="train reconstruction loss (MSE, [-1,1] scale)", yscale="log")
+    axes[1].set(xlabel="step", ylabel=f"codebook usage (last {20} steps)", ylim=(0, 1.02))
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def run_demo(cfg: DemoConfig) -> Report:
+    """All stages; writes the report folder and returns the report."""
+    t0 = time.perf_counter()
+    report = Report(title="fsqkit demo: FSQ vs VQ")
+    run_stage1(cfg, report)
+    # Stage II (MaskGIT) appends here: run_stage2(cfg, report, stage1_result).
+    report.data["total_seconds"] = time.perf_counter() - t0
+    md, _ = report.write(cfg.out)
+    print(f"\nreport: {md} (total {report.data['total_seconds']:.0f} s)")
+    return report

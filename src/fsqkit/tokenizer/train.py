@@ -1,0 +1,337 @@
+"""Training an image tokenizer: the tokenizer *task* for the shared
+:class:`~fsqkit.training.Trainer` (losses, optimizers, evaluation).
+
+Defaults are sized for minutes on a 2-core CPU (see docs/tokenizer.md): Adam
+``lr=1e-3`` with betas ``(0.5, 0.99)``, linear warm-up then cosine decay, L2
+reconstruction, no adversarial or perceptual loss. The paper's stage I
+(MaskGIT's VQGAN) uses ``lr=1e-4``, betas ``(0, 0.99)`` and trains for days.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fsqkit.data import ImageDataset, build_dataset
+from fsqkit.data.io import save_image_grid
+from fsqkit.metrics.image import psnr, ssim
+from fsqkit.quantizers.stats import UsageTracker, code_counts
+from fsqkit.tokenizer.config import TokenizerConfig
+from fsqkit.tokenizer.discriminator import PatchDiscriminator
+from fsqkit.tokenizer.losses import (
+    RECON_LOSSES,
+    adaptive_weight,
+    hinge_d_loss,
+    hinge_g_loss,
+    reconstruction_loss,
+)
+from fsqkit.tokenizer.model import Tokenizer
+from fsqkit.tokenizer.perceptual import DISABLED_MESSAGE, PerceptualLoss
+from fsqkit.training import (
+    DistInfo,
+    StepSampler,
+    Trainer,
+    TrainerConfig,
+    seed_everything,
+    unwrap,
+    wrap_ddp,
+)
+
+USAGE_WINDOW = 20  # steps in the progress bar's "live" codebook usage
+
+
+@dataclass
+class TokenizerTrainConfig:
+    """Optimisation and data settings of a tokenizer run.
+
+    Attributes:
+        data: data spec (``embedded``, ``digits``, ``folder:PATH``, ``npz:PATH``).
+        num_train_images, num_val_images: crop counts (``embedded`` only; ``None``
+            = defaults 4096 / 512).
+        batch_size: per-process batch size.
+        lr, betas, weight_decay: Adam(W) settings; ``warmup_steps`` linear warm-up,
+            then cosine decay to ``min_lr_ratio * lr`` at the last step.
+        grad_clip: max gradient norm (0: off).
+        recon_loss: ``"l1"``, ``"l2"`` or ``"l1+l2"``.
+        disc_weight: PatchGAN hinge loss weight (0: off); it is switched on after
+            ``disc_start`` steps and scaled by VQGAN's adaptive weight.
+        perceptual_weight / perceptual_weights: perceptual loss weight and a local
+            VGG16 weights file; without the file the loss is off (a message says so).
+        seed: seeds the model init and the per-step batches.
+        eval_batch_size: batch size of evaluation.
+        grid_images: originals/reconstructions shown in ``recon.png``.
+    """
+
+    data: str = "embedded"
+    num_train_images: int | None = None
+    num_val_images: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    recon_loss: str = "l2"
+    disc_weight: float = 0.0
+    disc_start: int = 1000
+    disc_lr: float | None = None
+    perceptual_weight: float = 0.0
+    perceptual_weights: str | None = None
+    seed: int = 0
+    eval_batch_size: int = 256
+    grid_images: int = 16
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.recon_loss not in RECON_LOSSES:
+            raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("disc_weight", "perceptual_weight", "grad_clip", "warmup_steps", "disc_start"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.perceptual_weights is not None and not os.path.isfile(self.perceptual_weights):
+            raise FileNotFoundError(
+                f"perceptual weights file {self.perceptual_weights!r} does not exist"
+            )
+
+
+def lr_at(step: int, total: int, cfg: TokenizerTrainConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr``."""
+    if cfg.warmup_steps and step <= cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    span = max(1, total - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@torch.no_grad()
+def evaluate_tokenizer(
+    model: Tokenizer, data: ImageDataset, batch_size: int = 256, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """PSNR / SSIM (mean over images), codebook usage (fraction of codes used at
+    least once on ``data``), perplexity and MSE of ``model`` on ``data``."""
+    was_training = model.training
+    model.eval()
+    tracker = UsageTracker(model.codebook_size)
+    p_sum = s_sum = mse_sum = 0.0
+    for start in range(0, len(data), batch_size):
+        x = data.batch(slice(start, start + batch_size)).to(device)
+        out = model(x)
+        rec = model.to_images(out.recon)
+        tracker.update(out.quant.indices.cpu())
+        p_sum += float(psnr(rec, x).clamp(max=100.0).sum())
+        s_sum += float(ssim(rec, x).sum())
+        mse_sum += float((rec - x).pow(2).flatten(1).mean(1).sum())
+    model.train(was_training)
+    n = len(data)
+    s = tracker.summary()
+    return {
+        "psnr": p_sum / n,
+        "ssim": s_sum / n,
+        "mse": mse_sum / n,
+        "usage": s["usage"],
+        "codes_used": s["used"],
+        "perplexity": s["perplexity"],
+    }
+
+
+class TokenizerTask:
+    """The tokenizer's :class:`~fsqkit.training.TrainTask`."""
+
+    progress_keys = ("loss", "usage", "lr")
+
+    def __init__(
+        self,
+        model_cfg: TokenizerConfig,
+        train_cfg: TokenizerTrainConfig,
+        total_steps: int,
+        out_dir: str,
+        dist_info: DistInfo | None = None,
+        verbose: bool = True,
+    ) -> None:
+        self.model_cfg = model_cfg
+        self.cfg = train_cfg
+        self.total_steps = total_steps
+        self.out_dir = out_dir
+        self.dist = dist_info or DistInfo()
+        dev = self.dist.device
+        say = print if (verbose and self.dist.is_main) else (lambda *a, **k: None)
+        self.train_data = build_dataset(
+            train_cfg.data,
+            "train",
+            image_size=model_cfg.image_size,
+            seed=train_cfg.seed,
+            num_images=train_cfg.num_train_images,
+        )
+        self.val_data = build_dataset(
+            train_cfg.data,
+            "val",
+            image_size=model_cfg.image_size,
+            seed=train_cfg.seed,
+            num_images=train_cfg.num_val_images,
+        )
+        seed_everything(train_cfg.seed)  # identical init on every rank
+        self.model = Tokenizer(model_cfg).to(dev)
+        self.ddp_model = wrap_ddp(self.model, self.dist)
+        self.opt = torch.optim.Adam(
+            self.model.parameters(),
+            lr=train_cfg.lr,
+            betas=train_cfg.betas,
+            weight_decay=train_cfg.weight_decay,
+        )
+        self.sampler = StepSampler(
+            len(self.train_data),
+            train_cfg.batch_size,
+            train_cfg.seed,
+            self.dist.rank,
+            self.dist.world_size,
+        )
+        self.disc = self.ddp_disc = self.disc_opt = None
+        if train_cfg.disc_weight > 0:
+            self.disc = PatchDiscriminator(model_cfg.in_channels).to(dev)
+            self.ddp_disc = wrap_ddp(self.disc, self.dist)
+            self.disc_opt = torch.optim.Adam(
+                self.disc.parameters(), lr=train_cfg.disc_lr or train_cfg.lr, betas=train_cfg.betas
+            )
+        self.perceptual = None
+        if train_cfg.perceptual_weight > 0 and train_cfg.perceptual_weights:
+            self.perceptual = PerceptualLoss(train_cfg.perceptual_weights).to(dev)
+        elif train_cfg.perceptual_weight > 0:
+            say(DISABLED_MESSAGE)
+        self._recent: deque[Tensor] = deque(maxlen=USAGE_WINDOW)
+        torch.manual_seed(train_cfg.seed + 1 + self.dist.rank)
+
+    # ----------------------------------------------------------- TrainTask
+    def modules(self) -> dict[str, torch.nn.Module]:
+        mods: dict[str, torch.nn.Module] = {"tokenizer": self.model}
+        if self.disc is not None:
+            mods["discriminator"] = self.disc
+        return mods
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts: dict[str, torch.optim.Optimizer] = {"tokenizer": self.opt}
+        if self.disc_opt is not None:
+            opts["discriminator"] = self.disc_opt
+        return opts
+
+    def config(self) -> dict[str, Any]:
+        return {"tokenizer": self.model_cfg.to_dict(), "train": asdict(self.cfg)}
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        lr = lr_at(step, self.total_steps, cfg)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        x = self.train_data.batch(self.sampler.indices(step)).to(self.dist.device)
+        target = x * 2.0 - 1.0
+        out = self.ddp_model(x)
+        rec = reconstruction_loss(out.recon, target, cfg.recon_loss)
+        nll = rec
+        metrics: dict[str, float] = {"recon": rec.item()}
+        if self.perceptual is not None:
+            p = self.perceptual(out.recon, target)
+            nll = nll + cfg.perceptual_weight * p
+            metrics["perceptual"] = p.item()
+        aux = out.quant.aux_loss
+        loss = nll + aux
+        gan_on = self.disc is not None and step > cfg.disc_start
+        if gan_on:
+            assert self.disc is not None
+            self.disc.requires_grad_(False)  # the generator step must not train D
+            g_loss = hinge_g_loss(self.disc(out.recon))
+            d_w = adaptive_weight(nll, g_loss, self.model.decoder.last_layer) * cfg.disc_weight
+            loss = loss + d_w * g_loss
+            self.disc.requires_grad_(True)
+            metrics.update(g_loss=g_loss.item(), d_weight=d_w.item())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        if gan_on:
+            metrics["d_loss"] = self._disc_step(target, out.recon.detach())
+        counts = code_counts(out.quant.indices.detach().cpu(), self.model.codebook_size)
+        self._recent.append(counts)
+        metrics.update(
+            loss=loss.item(),
+            aux=aux.item(),
+            lr=lr,
+            usage=float((torch.stack(tuple(self._recent)).sum(0) > 0).float().mean()),
+        )
+        metrics.update({f"q_{k}": v.item() for k, v in out.quant.losses.items()})
+        return metrics
+
+    def _disc_step(self, real: Tensor, fake: Tensor) -> float:
+        assert self.ddp_disc is not None and self.disc_opt is not None
+        # One forward over real+fake (GroupNorm is per sample): one DDP reduction.
+        logits = self.ddp_disc(torch.cat([real, fake]))
+        d_loss = hinge_d_loss(*logits.chunk(2))
+        self.disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.disc_opt.step()
+        return d_loss.item()
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        # Every rank evaluates the whole (small) validation set with the unwrapped
+        # model: no collectives, so no rank can hang waiting for another.
+        metrics = evaluate_tokenizer(
+            self.model, self.val_data, self.cfg.eval_batch_size, self.dist.device
+        )
+        if self.dist.is_main and self.cfg.grid_images:
+            self.save_grid(os.path.join(self.out_dir, "recon.png"))
+        return metrics
+
+    @torch.no_grad()
+    def save_grid(self, path: str) -> None:
+        """Originals (top row) vs reconstructions (bottom row) of the first validation images."""
+        x = self.val_data.batch(slice(0, self.cfg.grid_images)).to(self.dist.device)
+        was = self.model.training
+        self.model.eval()
+        rec = self.model.reconstruct(x)
+        self.model.train(was)
+        save_image_grid([x.cpu(), rec.cpu()], path)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_tokenizer` returns: the model, its final validation
+    metrics, the run directory and the optimisation time in seconds."""
+
+    model: Tokenizer
+    metrics: dict[str, float]
+    out_dir: str
+    train_seconds: float
+
+
+def train_tokenizer(
+    model_cfg: TokenizerConfig,
+    train_cfg: TokenizerTrainConfig,
+    trainer_cfg: TrainerConfig,
+    dist_info: DistInfo | None = None,
+) -> TrainResult:
+    """Train (or resume) a tokenizer run in ``trainer_cfg.out_dir``."""
+    os.makedirs(trainer_cfg.out_dir, exist_ok=True)
+    task = TokenizerTask(
+        model_cfg,
+        train_cfg,
+        trainer_cfg.steps,
+        trainer_cfg.out_dir,
+        dist_info,
+        verbose=trainer_cfg.progress,
+    )
+    trainer = Trainer(task, trainer_cfg, dist_info)
+    metrics = trainer.fit()
+    return TrainResult(
+        unwrap(task.model).eval(), metrics, trainer_cfg.out_dir, trainer.train_seconds
+    )  # type: ignore[arg-type]

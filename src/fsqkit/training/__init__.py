@@ -1,0 +1,57 @@
+"""Shared training infrastructure (tokenizer, MaskGIT, ...).
+
+- :class:`Trainer` / :class:`TrainerConfig` / :class:`TrainTask`: the one
+  training loop (resume, checkpoints, eval, JSONL metrics, progress bar).
+- :func:`save_checkpoint` / :func:`load_checkpoint`: atomic safetensors + JSON
+  + optimizer/RNG checkpoints.
+- :class:`StepSampler`: seeded per-step batches (exact resume, DDP slices).
+- :func:`setup_distributed`, :func:`wrap_ddp`, :func:`unwrap`: ``torchrun`` support.
+- :class:`MetricsLogger`, :func:`read_metrics`: metrics JSON lines.
+"""
+
+from fsqkit.training.checkpoint import (
+    Checkpoint,
+    atomic_write_text,
+    has_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from fsqkit.training.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    cleanup_distributed,
+    setup_distributed,
+    unwrap,
+    wrap_ddp,
+)
+from fsqkit.training.metrics_log import MetricsLogger, read_metrics
+from fsqkit.training.rng import get_rng_state, seed_everything, set_rng_state
+from fsqkit.training.sampler import StepSampler
+from fsqkit.training.trainer import Trainer, TrainerConfig, TrainTask
+
+__all__ = [
+    "Checkpoint",
+    "DistInfo",
+    "MetricsLogger",
+    "StepSampler",
+    "TrainTask",
+    "Trainer",
+    "TrainerConfig",
+    "all_reduce_mean",
+    "atomic_write_text",
+    "barrier",
+    "cleanup_distributed",
+    "get_rng_state",
+    "has_checkpoint",
+    "load_checkpoint",
+    "read_metrics",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "seed_everything",
+    "set_rng_state",
+    "setup_distributed",
+    "unwrap",
+    "wrap_ddp",
+]

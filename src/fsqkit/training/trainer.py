@@ -1,0 +1,197 @@
+"""One generic training loop, shared by the tokenizer and stage-II models.
+
+A *task* owns the models, optimizers, data and losses; the :class:`Trainer`
+owns everything around them: the step loop, resume, atomic checkpoints, RNG
+state, metrics JSONL, the progress bar and periodic evaluation. New models
+write a task, never a new loop.
+
+A task implements (see :class:`TrainTask`)::
+
+    modules() -> dict[str, nn.Module]        # unwrapped modules to checkpoint
+    optimizers() -> dict[str, Optimizer]     # their optimizers
+    config() -> dict                         # JSON config stored in checkpoints
+    train_step(step) -> dict[str, float]     # one optimisation step (seeded batch!)
+    evaluate(step) -> dict[str, float]       # called on every rank; rank 0 logs
+    progress_keys -> tuple[str, ...]         # metrics shown in the progress bar
+
+Order of operations (the resume contract): for ``step`` in ``start+1 .. steps``:
+``train_step`` -> log -> (``evaluate``) -> (checkpoint). A checkpoint captures
+the state *after* all of that, including every RNG, so resuming from step ``s``
+and running to ``N`` gives the same weights as running ``0 .. N`` at once, as
+long as ``train_step`` draws its batch from a :class:`StepSampler`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from fsqkit.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from fsqkit.training.distributed import DistInfo, barrier
+from fsqkit.training.metrics_log import MetricsLogger
+from fsqkit.training.rng import get_rng_state, set_rng_state
+
+
+class TrainTask(Protocol):
+    progress_keys: tuple[str, ...]
+
+    def modules(self) -> dict[str, nn.Module]: ...
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+    def train_step(self, step: int) -> dict[str, float]: ...
+
+    def evaluate(self, step: int) -> dict[str, float]: ...
+
+
+@dataclass
+class TrainerConfig:
+    """Loop settings.
+
+    Attributes:
+        out_dir: run directory (checkpoints/, metrics.jsonl).
+        steps: total number of optimisation steps (steps are numbered 1 … steps).
+        eval_every: evaluate every N steps (0: only at the end).
+        ckpt_every: checkpoint every N steps (0: only at the end).
+        log_every: write training metrics every N steps.
+        keep_checkpoints: number of checkpoints kept on disk.
+        resume: continue from ``out_dir``'s latest checkpoint if there is one.
+        progress: show a tqdm progress bar (rank 0).
+        stop_after: stop (with a checkpoint) after this step, as if interrupted;
+            for tests and time-sliced jobs. ``None``: run to ``steps``.
+    """
+
+    out_dir: str
+    steps: int
+    eval_every: int = 0
+    ckpt_every: int = 0
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    resume: bool = False
+    progress: bool = True
+    stop_after: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "ckpt_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+class Trainer:
+    """Runs a :class:`TrainTask` (see the module docstring)."""
+
+    def __init__(self, task: TrainTask, cfg: TrainerConfig, dist_info: DistInfo | None = None):
+        self.task = task
+        self.cfg = cfg
+        self.dist = dist_info or DistInfo()
+        self.step = 0
+        self.train_seconds = (
+            0.0  # optimisation time only (no eval / checkpoint), summed over resumes
+        )
+        self.logger = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"), self.dist.is_main)
+        self.last_eval: dict[str, float] = {}
+
+    # -------------------------------------------------------------- state
+    def save(self) -> str:
+        """Checkpoint the current step (rank 0 writes; all ranks wait)."""
+        path = ""
+        if self.dist.is_main:
+            path = save_checkpoint(
+                self.cfg.out_dir,
+                self.step,
+                self.task.modules(),
+                self.task.config(),
+                optimizers=self.task.optimizers(),
+                rng=get_rng_state(),
+                extra={"train_seconds": self.train_seconds, "last_eval": self.last_eval},
+                keep=self.cfg.keep_checkpoints,
+            )
+        barrier(self.dist)
+        return path
+
+    def restore(self) -> bool:
+        """Load the latest checkpoint of ``out_dir`` if there is one."""
+        if not has_checkpoint(self.cfg.out_dir):
+            return False
+        ckpt = load_checkpoint(self.cfg.out_dir, map_location=str(self.dist.device))
+        current = self.task.config()
+        changed = sorted(k for k in current if k != "trainer" and ckpt.config.get(k) != current[k])
+        if changed:
+            raise ValueError(
+                f"cannot resume from {ckpt.path}: its config differs in {changed}; "
+                f"use the same settings or a new --out directory"
+            )
+        modules = self.task.modules()
+        if set(ckpt.weights) != set(modules):
+            raise ValueError(
+                f"checkpoint {ckpt.path} holds modules {sorted(ckpt.weights)}, "
+                f"the task has {sorted(modules)}"
+            )
+        for name, m in modules.items():
+            m.load_state_dict(ckpt.weights[name])
+        for name, opt in self.task.optimizers().items():
+            opt.load_state_dict(ckpt.state["optimizers"][name])
+        set_rng_state(ckpt.state["rng"])
+        if self.dist.rank > 0:
+            # Only rank 0's RNG streams are saved; other ranks get a distinct,
+            # deterministic stream (exact resume is guaranteed single-process).
+            torch.manual_seed(ckpt.step * 1009 + self.dist.rank)
+        self.step = ckpt.step
+        self.train_seconds = float(ckpt.state["extra"].get("train_seconds", 0.0))
+        self.last_eval = dict(ckpt.state["extra"].get("last_eval", {}))
+        self.logger.truncate_after(self.step)
+        return True
+
+    # --------------------------------------------------------------- loop
+    def fit(self) -> dict[str, float]:
+        """Train to ``cfg.steps`` (or ``stop_after``); returns the last evaluation."""
+        cfg = self.cfg
+        if cfg.resume and self.restore() and self.dist.is_main and cfg.progress:
+            print(f"resumed from step {self.step} in {cfg.out_dir}")
+        end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
+        bar = None
+        if self.dist.is_main and cfg.progress and end > self.step:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, dynamic_ncols=True, leave=False)
+        try:
+            while self.step < end:
+                self.step += 1
+                t0 = time.perf_counter()
+                metrics = self.task.train_step(self.step)
+                self.train_seconds += time.perf_counter() - t0
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self.logger.log({"step": self.step, "split": "train", **metrics})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        {k: f"{metrics[k]:.4g}" for k in self.task.progress_keys if k in metrics},
+                        refresh=False,
+                    )
+                last = self.step == cfg.steps
+                if last or (cfg.eval_every and self.step % cfg.eval_every == 0):
+                    self.last_eval = self.task.evaluate(self.step)
+                    self.logger.log(
+                        {
+                            "step": self.step,
+                            "split": "val",
+                            "train_seconds": self.train_seconds,
+                            **self.last_eval,
+                        }
+                    )
+                if last or self.step == end or (cfg.ckpt_every and self.step % cfg.ckpt_every == 0):
+                    self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.last_eval
