@@ -22,6 +22,8 @@ COMMAND_MODULES: list[str] = [
     "encode",
     "decode",
     "demo",
+    "train_maskgit",
+    "sample",
 ]
 
 

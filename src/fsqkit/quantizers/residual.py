@@ -136,6 +136,11 @@ class ResidualFSQ(Quantizer):
         super().__init__()
         self.levels = validate_levels(levels, allow_two=symmetric)
         self.num_stages = check_positive_int(num_stages, "num_stages")
+        if self.num_stages > 1 and min(self.levels) < 3:
+            raise ValueError(
+                f"levels {self.levels}: residual stages need every level >= 3 (each stage "
+                f"shrinks the error by L - 1, which is 1 for L = 2)"
+            )
         _check_dropout(quantize_dropout, quantize_dropout_min_stages, self.num_stages)
         if not 0.0 < eps < 1.0:
             raise ValueError(f"eps must be in (0, 1), got {eps}")
@@ -291,9 +296,6 @@ class ResidualVQ(Quantizer):
         **vq_kwargs: object,
     ) -> None:
         super().__init__()
-        for key in ("dim", "codebook_dim", "channel_first"):
-            if key in vq_kwargs:
-                raise TypeError(f"ResidualVQ sets the stages' {key!r} itself; do not pass it")
         self.dim = check_positive_int(dim, "dim")
         self.num_stages = check_positive_int(num_stages, "num_stages")
         self.codebook_dim = check_positive_int(
