@@ -1,0 +1,335 @@
+"""Training MaskGIT on a tokenizer's tokens: the stage-II *task* for the shared
+:class:`~fsqkit.training.Trainer` (one loop for both stages), plus loading.
+
+Stage II derives its vocabulary (``K``) and sequence length (``h * w``) from the
+saved tokenizer config (:func:`config_from_tokenizer`); the checkpoint records
+the tokenizer's path and fingerprint, so sampling decodes with the right one
+and refuses a mismatched one.
+
+Optimiser: AdamW with the paper's betas ``(0.9, 0.96)`` and weight decay
+``0.045`` (on matrices and embeddings, not on biases / norms), linear warm-up
+then cosine decay. ``lr`` defaults to ``1e-3`` for the tiny CPU models here
+(the paper: ``1e-4`` for a 24-layer model).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from fsqkit.maskgit.config import MaskGITConfig
+from fsqkit.maskgit.loss import masked_token_loss
+from fsqkit.maskgit.model import MaskGITTransformer
+from fsqkit.maskgit.schedule import PAPER_R_MIN
+from fsqkit.maskgit.tokens import TokenData, cached_tokens, tokenizer_fingerprint
+from fsqkit.tokenizer import Tokenizer, TokenizerConfig
+from fsqkit.tokenizer.train import lr_at
+from fsqkit.training import (
+    DistInfo,
+    StepSampler,
+    Trainer,
+    TrainerConfig,
+    barrier,
+    load_checkpoint,
+    seed_everything,
+    unwrap,
+    wrap_ddp,
+)
+
+
+@dataclass
+class MaskGITTrainConfig:
+    """Optimisation and data settings of a MaskGIT run.
+
+    Attributes:
+        data: data spec the tokens are encoded from (``digits``, ``embedded``, ...).
+        tokenizer: path of the stage-I tokenizer (run or checkpoint directory).
+        class_conditional: condition on labels (``None``: if the data has labels).
+        batch_size: per-process batch size.
+        lr, betas, weight_decay, warmup_steps, min_lr_ratio, grad_clip: AdamW and
+            its schedule (warm-up, then cosine decay to ``min_lr_ratio * lr``).
+        r_min: lower bound of ``r`` in the masking schedule (paper: 0.2972).
+        label_smoothing, label_drop: of the loss / for classifier-free guidance.
+        eval_steps: decoding steps of the deterministic schedule for the
+            validation compression cost.
+        seed: model init, batches and masks.
+    """
+
+    data: str = "digits"
+    tokenizer: str = ""
+    class_conditional: bool | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.96)
+    weight_decay: float = 0.045
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    r_min: float = PAPER_R_MIN
+    label_smoothing: float = 0.1
+    label_drop: float = 0.1
+    eval_steps: int = 8
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.r_min <= 1.0:
+            raise ValueError(f"r_min must be in [0, 1], got {self.r_min}")
+        for name in ("label_smoothing", "label_drop"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("warmup_steps, weight_decay and grad_clip must be >= 0")
+
+
+def config_from_tokenizer(
+    tok_cfg: TokenizerConfig, codebook_size: int, num_classes: int = 0, **arch: Any
+) -> MaskGITConfig:
+    """MaskGIT config whose vocabulary and grid come from the tokenizer's config."""
+    grid = tok_cfg.token_grid
+    return MaskGITConfig(
+        codebook_size=codebook_size, grid=(grid, grid), num_classes=num_classes, **arch
+    )
+
+
+def check_compatible(model_cfg: MaskGITConfig, tokenizer: Tokenizer, where: str = "") -> None:
+    """Raise ``ValueError`` if ``tokenizer`` does not produce ``model_cfg``'s tokens."""
+    grid = tokenizer.cfg.token_grid
+    if tokenizer.codebook_size != model_cfg.codebook_size or (grid, grid) != model_cfg.grid:
+        raise ValueError(
+            f"tokenizer/model mismatch{where}: the MaskGIT model expects codebook size "
+            f"{model_cfg.codebook_size} on a {model_cfg.grid[0]}x{model_cfg.grid[1]} grid, the "
+            f"tokenizer has {tokenizer.codebook_size} codes on a {grid}x{grid} grid"
+        )
+
+
+def adamw(model: torch.nn.Module, cfg: MaskGITTrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices/embeddings only (not biases, norms, positions)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and name != "pos_emb" else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+class MaskGITTask:
+    """MaskGIT's :class:`~fsqkit.training.TrainTask`."""
+
+    progress_keys = ("loss", "masked_acc", "lr")
+
+    def __init__(
+        self,
+        arch: dict[str, Any],
+        train_cfg: MaskGITTrainConfig,
+        total_steps: int,
+        out_dir: str,
+        dist_info: DistInfo | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        self.cfg, self.total_steps, self.out_dir = train_cfg, total_steps, out_dir
+        self.dist = dist_info or DistInfo()
+        if tokenizer is None:
+            if not train_cfg.tokenizer:
+                raise ValueError("MaskGITTrainConfig.tokenizer must name a trained tokenizer")
+            tokenizer = Tokenizer.load(train_cfg.tokenizer)
+        self.tokenizer = tokenizer.to(self.dist.device).eval()
+        self.tokenizer_fp = tokenizer_fingerprint(self.tokenizer)
+        # Encode once (rank 0 writes the cache, the others wait and read it).
+        writer = self.dist.is_main
+        if writer:
+            self.train_tokens = cached_tokens(
+                tokenizer, train_cfg.data, "train", out_dir, seed=train_cfg.seed
+            )
+            self.val_tokens = cached_tokens(
+                tokenizer, train_cfg.data, "val", out_dir, seed=train_cfg.seed
+            )
+        barrier(self.dist)
+        if not writer:
+            self.train_tokens = cached_tokens(
+                tokenizer, train_cfg.data, "train", out_dir, seed=train_cfg.seed, write=False
+            )
+            self.val_tokens = cached_tokens(
+                tokenizer, train_cfg.data, "val", out_dir, seed=train_cfg.seed, write=False
+            )
+        conditional = train_cfg.class_conditional
+        if conditional is None:
+            conditional = self.train_tokens.labels is not None
+        if conditional and self.train_tokens.labels is None:
+            raise ValueError(f"class_conditional=True but data {train_cfg.data!r} has no labels")
+        num_classes = self.train_tokens.num_classes if conditional else 0
+        self.model_cfg = config_from_tokenizer(
+            tokenizer.cfg, tokenizer.codebook_size, num_classes, **arch
+        )
+        seed_everything(train_cfg.seed)  # identical init on every rank
+        self.model = MaskGITTransformer(self.model_cfg).to(self.dist.device)
+        self.ddp_model = wrap_ddp(self.model, self.dist)
+        self.opt = adamw(self.model, train_cfg)
+        self.sampler = StepSampler(
+            len(self.train_tokens),
+            train_cfg.batch_size,
+            train_cfg.seed,
+            self.dist.rank,
+            self.dist.world_size,
+        )
+        torch.manual_seed(train_cfg.seed + 1 + self.dist.rank)  # dropout streams
+
+    # ----------------------------------------------------------- TrainTask
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"maskgit": self.model}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"maskgit": self.opt}
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "maskgit": self.model_cfg.to_dict(),
+            "train": asdict(self.cfg),
+            "tokenizer": {
+                "path": os.path.abspath(self.cfg.tokenizer) if self.cfg.tokenizer else "",
+                "fingerprint": self.tokenizer_fp,
+                "config": self.tokenizer.cfg.to_dict(),
+                "codebook_size": self.tokenizer.codebook_size,
+            },
+        }
+
+    def _batch(
+        self, data: TokenData, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tokens = data.tokens[index].flatten(1).to(self.dist.device)
+        labels = (
+            data.labels[index] if (self.model_cfg.num_classes and data.labels is not None) else None
+        )
+        return tokens, labels
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        lr = lr_at(step, self.total_steps, cfg)  # same warm-up + cosine rule as stage I
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        tokens, labels = self._batch(self.train_tokens, self.sampler.indices(step))
+        # Masks and label drops are a pure function of (seed, step, rank): exact resume.
+        gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 64 + self.dist.rank)
+        loss, metrics = masked_token_loss(
+            self.ddp_model,
+            tokens,
+            labels,
+            r_min=cfg.r_min,
+            label_smoothing=cfg.label_smoothing,
+            label_drop=cfg.label_drop,
+            generator=gen,
+        )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        return {**metrics, "lr": lr}
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Validation masked-token loss/accuracy (fixed masks) and compression cost.
+        Every rank evaluates the small validation set alone: no collectives."""
+        from fsqkit.evaluation.compression import compression_cost
+
+        model = self.model
+        was = model.training
+        model.eval()
+        gen = torch.Generator().manual_seed(12345)
+        tokens, labels = self._batch(self.val_tokens, slice(None))
+        _, metrics = masked_token_loss(
+            model,
+            tokens,
+            labels,
+            r_min=self.cfg.r_min,
+            label_smoothing=0.0,
+            label_drop=0.0,
+            generator=gen,
+        )
+        steps = min(self.cfg.eval_steps, self.model_cfg.seq_len)
+        cost = compression_cost(model, tokens, labels, num_steps=steps)
+        model.train(was)
+        return {"val_loss": metrics["loss"], "val_masked_acc": metrics["masked_acc"], **cost}
+
+
+@dataclass
+class MaskGITResult:
+    """What :func:`train_maskgit` returns."""
+
+    model: MaskGITTransformer
+    tokenizer: Tokenizer
+    metrics: dict[str, float]
+    out_dir: str
+    train_seconds: float
+
+
+def train_maskgit(
+    arch: dict[str, Any],
+    train_cfg: MaskGITTrainConfig,
+    trainer_cfg: TrainerConfig,
+    dist_info: DistInfo | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> MaskGITResult:
+    """Train (or resume) a MaskGIT run in ``trainer_cfg.out_dir``.
+
+    ``arch``: :class:`MaskGITConfig` fields other than those derived from the
+    tokenizer (``dim``, ``depth``, ``heads``, ``mlp_ratio``, ``dropout``).
+    ``tokenizer``: an already loaded tokenizer (else ``train_cfg.tokenizer`` is loaded).
+    """
+    for derived in ("codebook_size", "grid", "num_classes"):
+        if derived in arch:
+            raise ValueError(
+                f"{derived!r} is derived from the tokenizer/data; do not pass it in arch"
+            )
+    os.makedirs(trainer_cfg.out_dir, exist_ok=True)
+    task = MaskGITTask(
+        arch, train_cfg, trainer_cfg.steps, trainer_cfg.out_dir, dist_info, tokenizer
+    )
+    trainer = Trainer(task, trainer_cfg, dist_info)
+    metrics = trainer.fit()
+    model = unwrap(task.model).eval()
+    return MaskGITResult(model, task.tokenizer, metrics, trainer_cfg.out_dir, trainer.train_seconds)  # type: ignore[arg-type]
+
+
+def load_maskgit(path: str, map_location: str = "cpu") -> tuple[MaskGITTransformer, dict[str, Any]]:
+    """Load a MaskGIT model (eval mode) and its checkpoint config from a run or
+    checkpoint directory."""
+    ckpt = load_checkpoint(path, weights_only=True, map_location=map_location)
+    if "maskgit" not in ckpt.config or "maskgit" not in ckpt.weights:
+        raise ValueError(f"{ckpt.path} is not a MaskGIT checkpoint (no 'maskgit' entry)")
+    model = MaskGITTransformer(MaskGITConfig.from_dict(ckpt.config["maskgit"]))
+    model.load_state_dict(ckpt.weights["maskgit"])
+    return model.to(map_location).eval(), ckpt.config
+
+
+def load_pipeline(
+    maskgit_path: str, tokenizer_path: str | None = None, map_location: str = "cpu"
+) -> tuple[MaskGITTransformer, Tokenizer]:
+    """MaskGIT model + the tokenizer it was trained on (or ``tokenizer_path``),
+    checked to be compatible (``ValueError`` on a mismatch)."""
+    model, config = load_maskgit(maskgit_path, map_location)
+    path = tokenizer_path or config.get("tokenizer", {}).get("path", "")
+    if not path:
+        raise ValueError(f"{maskgit_path} records no tokenizer path; pass the tokenizer explicitly")
+    tokenizer = Tokenizer.load(path, map_location=map_location)
+    check_compatible(model.config, tokenizer, f" ({maskgit_path} vs {path})")
+    recorded = config.get("tokenizer", {}).get("fingerprint")
+    if recorded and tokenizer_fingerprint(tokenizer) != recorded:
+        import warnings
+
+        warnings.warn(
+            f"tokenizer {path} has the right shape but is not the one {maskgit_path} was "
+            "trained on (weights differ); samples may be meaningless",
+            stacklevel=2,
+        )
+    return model, tokenizer
