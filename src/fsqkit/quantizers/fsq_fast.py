@@ -46,11 +46,12 @@ def _transforms_active() -> bool:
 def fast_path_applies(fsq: FSQ, z: object) -> bool:
     """Whether ``fsq(z)`` may take the fused path (cheap checks, no kernel build
     unless everything else qualifies)."""
+    # First: under torch.compile/export the traced graph must use the reference ops.
+    if torch.compiler.is_compiling() or torch.jit.is_scripting() or _transforms_active():
+        return False
     if getattr(fsq, "fast", None) is False or not isinstance(z, Tensor) or type(z) is not Tensor:
         return False
     if z.device.type != "cpu" or z.dtype not in SUPPORTED_DTYPES or z.numel() == 0:
-        return False
-    if torch.compiler.is_compiling() or torch.jit.is_scripting() or _transforms_active():
         return False
     if fsq.training and (fsq.dither > 0 or fsq.passthrough > 0):
         return False
@@ -69,7 +70,19 @@ def fast_path_applies(fsq: FSQ, z: object) -> bool:
 
 
 def _constants(fsq: FSQ) -> dict[str, Tensor]:
-    """Per-dimension constants as the reference path sees them (its float32 buffers)."""
+    """Per-dimension constants as the reference path sees them (its float32 buffers),
+    cached on the module until a buffer changes (``.to()``, ``load_state_dict``)."""
+    buffers = (fsq._shift, fsq._half_l, fsq._offset, fsq._half_width, fsq._levels, fsq._basis)
+    key = tuple((b.data_ptr(), b._version, b.dtype, b.device) for b in buffers)
+    cached = getattr(fsq, "_fast_constants", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    consts = _build_constants(fsq)
+    fsq._fast_constants = (key, consts)
+    return consts
+
+
+def _build_constants(fsq: FSQ) -> dict[str, Tensor]:
     f32 = torch.float32
     levels = fsq._levels.to("cpu", f32)
     return {

@@ -31,6 +31,9 @@
 /* Outputs at least this large go out with non-temporal stores: they will not
  * be in cache when read anyway, and streaming skips reading them in first. */
 #define STREAM_BYTES (8 << 20)
+/* Below this many elements one thread does the work: waking a second costs more
+ * (milliseconds on a loaded machine) than it saves. */
+#define PARALLEL_MIN 65536
 
 enum { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
 enum { TANH_VML = 0, TANH_SLEEF8 = 1, TANH_SLEEF16 = 2 };
@@ -298,7 +301,8 @@ int fsq_forward(const void *z, int z_dt, void *out, int out_dt, float *saved_t, 
     int bad = 0;
     int stream = outer * C * inner * 4 >= STREAM_BYTES;
 
-#pragma omp parallel for schedule(static) num_threads(num_threads) reduction(| : bad)
+    if (outer * C * inner < PARALLEL_MIN) num_threads = 1;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) reduction(| : bad) if (num_threads > 1)
     for (int64_t tix = 0; tix < t.n_tiles; tix++) {
         float u[TILE + 16] __attribute__((aligned(64)));
         float code[TILE];
@@ -386,7 +390,8 @@ void fsq_backward(const void *g, int g_dt, const float *saved_t, void *gz, int g
     fill_consts(&t, &full, t.P, D, symmetric, half_l, half_l, half_l, half_width, lm1,
                 sym_scale);
     int stream = outer * C * inner * 4 >= STREAM_BYTES;
-#pragma omp parallel for schedule(static) num_threads(num_threads)
+    if (outer * C * inner < PARALLEL_MIN) num_threads = 1;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) if (num_threads > 1)
     for (int64_t tix = 0; tix < t.n_tiles; tix++) {
         float gb[TILE], tb[TILE], res[TILE];
         consts_tile part;
