@@ -14,6 +14,7 @@ then cosine decay. ``lr`` defaults to ``1e-3`` for the tiny CPU models here
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -192,6 +193,11 @@ class MaskGITTask:
         return {"maskgit": self.opt}
 
     def config(self) -> dict[str, Any]:
+        # JSON round trip: the trainer compares this with the saved (JSON) config on
+        # resume, where tuples have become lists.
+        return json.loads(json.dumps(self._config()))
+
+    def _config(self) -> dict[str, Any]:
         return {
             "maskgit": self.model_cfg.to_dict(),
             "train": asdict(self.cfg),
