@@ -14,6 +14,7 @@ from fsqkit.evaluation.features import (
     build_feature_extractor,
 )
 from fsqkit.evaluation.frechet import frechet_distance, frechet_distance_features, gaussian_stats
+from fsqkit.evaluation.generation import GenerationEval, evaluate_generation
 from fsqkit.evaluation.precision_recall import precision_recall
 
 
@@ -38,11 +39,13 @@ def sample_quality(
 
 __all__ = [
     "FeatureExtractor",
+    "GenerationEval",
     "PixelClassifier",
     "RandomConvFeatures",
     "TorchScriptInceptionFeatures",
     "build_feature_extractor",
     "compression_cost",
+    "evaluate_generation",
     "frechet_distance",
     "frechet_distance_features",
     "gaussian_stats",
