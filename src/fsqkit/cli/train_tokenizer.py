@@ -181,7 +181,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fsqkit.tokenizer import train_tokenizer
     from fsqkit.tokenizer.model import describe
-    from fsqkit.training import TrainerConfig, cleanup_distributed, setup_distributed
+    from fsqkit.training import (
+        TrainerConfig,
+        cleanup_distributed,
+        replicas_in_sync,
+        setup_distributed,
+    )
 
     model_cfg = model_config_from_args(args)
     train_cfg = train_config_from_args(args)
@@ -197,7 +202,10 @@ def run(args: argparse.Namespace) -> int:
     info = setup_distributed(args.device)
     try:
         result = train_tokenizer(model_cfg, train_cfg, trainer_cfg, info)
+        in_sync = replicas_in_sync(result.model, info)  # collective: every rank
         if info.is_main:
+            if info.distributed:
+                print(f"DDP replicas identical after training: {in_sync}")
             m = result.metrics
             print(describe(result.model))
             print(

@@ -11,6 +11,7 @@ not only texture). Everything is a pure function of the seed.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 
 import numpy as np
@@ -44,23 +45,27 @@ SCALES: tuple[float, ...] = (1.0, 0.5, 0.25)
 DEFAULT_COUNTS = {"train": 4096, "val": 512}
 
 
-def _skimage_path(name: str) -> str:
-    import skimage.data
+def _package_dir(package: str) -> str:
+    # Locate the package without importing it (importing skimage / sklearn costs seconds).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"embedded data needs the {package!r} package, which is not installed")
+    return list(spec.submodule_search_locations)[0]
 
-    return os.path.join(skimage.data.data_dir, name)
+
+def _skimage_path(name: str) -> str:
+    return os.path.join(_package_dir("skimage"), "data", name)
 
 
 def _sklearn_path(name: str) -> str:
-    import sklearn.datasets
-
-    return os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", name)
+    return os.path.join(_package_dir("sklearn"), "datasets", "images", name)
 
 
 @functools.lru_cache(maxsize=4)
 def _pyramids(split: str) -> tuple[tuple[Tensor, ...], ...]:
     """For each photo of ``split``: the photo at every scale of ``SCALES`` as
     ``(3, h, w)`` uint8 tensors. Cached: loading takes about a second."""
-    import skimage.io
+    from PIL import Image
 
     if split == "train":
         paths = [_skimage_path(n) for n in TRAIN_PHOTOS]
@@ -73,7 +78,9 @@ def _pyramids(split: str) -> tuple[tuple[Tensor, ...], ...]:
                 f"embedded data: bundled photo {path} is missing (is scikit-image / "
                 f"scikit-learn installed completely?)"
             )
-        img = to_uint8_chw(skimage.io.imread(path), what=path).float()[None]
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+        img = to_uint8_chw(arr, what=path).float()[None]
         levels = []
         for s in SCALES:
             x = img if s == 1.0 else F.interpolate(img, scale_factor=s, mode="area")

@@ -97,3 +97,17 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     dist.all_reduce(t)
     t /= info.world_size
     return dict(zip(keys, t.tolist()))
+
+
+@torch.no_grad()
+def replicas_in_sync(module: nn.Module, info: DistInfo) -> bool:
+    """True when every rank holds bit-identical parameters (a collective: call it
+    on every rank). Compares a float64 checksum of all parameters across ranks."""
+    if not info.distributed:
+        return True
+    flat = torch.cat([p.detach().double().flatten() for p in unwrap(module).parameters()])
+    weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device)
+    local = torch.stack([flat.sum(), (flat * weights).sum()])  # position-sensitive
+    gathered = [torch.empty_like(local) for _ in range(info.world_size)]
+    dist.all_gather(gathered, local)
+    return all(torch.equal(g, gathered[0]) for g in gathered)

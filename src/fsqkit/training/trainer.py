@@ -23,6 +23,7 @@ long as ``train_step`` draws its batch from a :class:`StepSampler`.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ class Trainer:
         if not has_checkpoint(self.cfg.out_dir):
             return False
         ckpt = load_checkpoint(self.cfg.out_dir, map_location=str(self.dist.device))
-        current = self.task.config()
+        current = json.loads(json.dumps(self.task.config()))  # tuples -> lists, as saved
         changed = sorted(k for k in current if k != "trainer" and ckpt.config.get(k) != current[k])
         if changed:
             raise ValueError(
