@@ -156,3 +156,10 @@ def test_tiny_model_learns_class_patterns() -> None:
         samples = sample_tokens(model, 4, c, num_steps=4, guidance=1.0, seed=c).view(4, -1)
         correct += int((samples == patterns[c]).sum())
     assert correct / (3 * 4 * 8) >= 0.95  # sampled at temperature 1: allow a rare slip
+
+
+def test_select_returns_the_selected_logits(model) -> None:
+    model.eval()
+    tokens = torch.randint(0, 13, (3, 6))
+    select = torch.rand(3, 6) < 0.5
+    torch.testing.assert_close(model(tokens, None, select), model(tokens)[select])

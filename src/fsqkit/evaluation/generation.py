@@ -35,11 +35,13 @@ class GenerationEval:
             models ``class_accuracy`` (samples classified as the requested class)
             and ``real_accuracy`` (the same classifier on held-out real images).
         samples: ``[N, 3, H, W]`` decoded samples in ``[0, 1]``.
+        tokens: ``[N, h, w]`` the sampled token grids.
         labels: ``[N]`` requested classes (``None`` for unconditional models).
     """
 
     metrics: dict[str, float]
     samples: Tensor
+    tokens: Tensor
     labels: Tensor | None
 
 
@@ -88,4 +90,4 @@ def evaluate_generation(
         judge = PixelClassifier().fit(train.batch(slice(None)), train.labels)
         metrics["class_accuracy"] = judge.accuracy(samples, labels)
         metrics["real_accuracy"] = judge.accuracy(real, val.labels)
-    return GenerationEval(metrics, samples, labels)
+    return GenerationEval(metrics, samples, tokens, labels)

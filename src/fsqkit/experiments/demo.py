@@ -27,6 +27,7 @@ from fsqkit.data import ImageDataset, build_dataset
 from fsqkit.data.io import save_image_grid
 from fsqkit.experiments.baseline import BicubicPaletteBaseline, evaluate_baseline, palette_levels
 from fsqkit.experiments.report import Report, Table
+from fsqkit.experiments.stage2 import run_stage2
 from fsqkit.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig, train_tokenizer
 from fsqkit.training import TrainerConfig, read_metrics
 
@@ -293,8 +294,8 @@ def run_demo(cfg: DemoConfig) -> Report:
     """All stages; writes the report folder and returns the report."""
     t0 = time.perf_counter()
     report = Report(title="fsqkit demo: FSQ vs VQ")
-    run_stage1(cfg, report)
-    # Stage II (MaskGIT) appends here: run_stage2(cfg, report, stage1_result).
+    stage1 = run_stage1(cfg, report)
+    run_stage2(cfg, report, stage1.runs, stage1.val_data)  # MaskGIT: fsqkit.experiments.stage2
     report.data["total_seconds"] = time.perf_counter() - t0
     md, _ = report.write(cfg.out)
     print(f"\nreport: {md} (total {report.data['total_seconds']:.0f} s)")

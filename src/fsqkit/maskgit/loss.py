@@ -58,9 +58,8 @@ def masked_token_loss(
         # Drawn on the CPU generator, like the mask, so a seed means the same on any device.
         labels = drop_labels(labels.cpu(), config.null_class, label_drop, generator)
         labels = labels.to(tokens.device)
-    logits = model(inputs, labels)  # [B, S, K]
+    masked_logits = model(inputs, labels, mask)  # [M, K]: masked positions only
     target = tokens.long()[mask]  # [M]
-    masked_logits = logits[mask]  # [M, K]
     loss = F.cross_entropy(masked_logits.float(), target, label_smoothing=label_smoothing)
     with torch.no_grad():
         acc = (masked_logits.argmax(-1) == target).float().mean()

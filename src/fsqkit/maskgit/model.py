@@ -112,10 +112,15 @@ class MaskGITTransformer(nn.Module):
                 f"got range [{int(labels.min())}, {int(labels.max())}]"
             )
 
-    def forward(self, tokens: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(
+        self, tokens: Tensor, labels: Tensor | None = None, select: Tensor | None = None
+    ) -> Tensor:
         """Logits ``[B, S, K]`` for token ids ``[B, S]`` and optional labels ``[B]``.
 
-        A conditional model given ``labels=None`` uses the "no class" label.
+        A conditional model given ``labels=None`` uses the "no class" label. With a
+        boolean ``select [B, S]``, returns only the selected positions' logits
+        ``[M, K]`` (training needs the masked ones only; the output head is the
+        largest matrix product when ``K`` is large).
         """
         c = self.config
         self.check_inputs(tokens, labels)
@@ -127,5 +132,7 @@ class MaskGITTransformer(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x)
-        x = self.ln_f(x[:, -c.seq_len :])  # drop the class position: [B, S, D]
-        return self.head(x)  # [B, S, K]
+        x = x[:, -c.seq_len :]  # drop the class position: [B, S, D]
+        if select is not None:
+            x = x[select]  # [M, D]
+        return self.head(self.ln_f(x))  # [B, S, K] or [M, K]

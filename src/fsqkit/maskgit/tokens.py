@@ -40,16 +40,25 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     h = hashlib.sha256(json.dumps(tokenizer.cfg.to_dict(), sort_keys=True).encode())
     for name, t in sorted(tokenizer.state_dict().items()):
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
 @torch.no_grad()
 def encode_dataset(
-    tokenizer: Tokenizer, data: str, split: str, *, seed: int = 0, batch_size: int = 256
+    tokenizer: Tokenizer,
+    data: str,
+    split: str,
+    *,
+    seed: int = 0,
+    num_images: int | None = None,
+    batch_size: int = 256,
 ) -> TokenData:
-    """Encode split ``split`` of data spec ``data`` at the tokenizer's image size."""
-    ds = build_dataset(data, split, image_size=tokenizer.cfg.image_size, seed=seed)
+    """Encode split ``split`` of data spec ``data`` at the tokenizer's image size
+    (``num_images``: crop count, ``embedded`` only)."""
+    ds = build_dataset(
+        data, split, image_size=tokenizer.cfg.image_size, seed=seed, num_images=num_images
+    )
     device = next(tokenizer.parameters()).device
     was_training = tokenizer.training
     tokenizer.eval()
@@ -73,6 +82,7 @@ def cached_tokens(
     cache_dir: str,
     *,
     seed: int = 0,
+    num_images: int | None = None,
     write: bool = True,
 ) -> TokenData:
     """:func:`encode_dataset`, cached in ``cache_dir/tokens-{split}.pt``.
@@ -86,6 +96,7 @@ def cached_tokens(
         "split": split,
         "image_size": tokenizer.cfg.image_size,
         "seed": seed,
+        "num_images": num_images,
     }
     path = os.path.join(cache_dir, f"tokens-{split}.pt")
     if os.path.isfile(path):
@@ -94,7 +105,7 @@ def cached_tokens(
             return TokenData(
                 cached["tokens"].long(), cached.get("labels"), int(cached["num_classes"])
             )
-    out = encode_dataset(tokenizer, data, split, seed=seed)
+    out = encode_dataset(tokenizer, data, split, seed=seed, num_images=num_images)
     if write:
         os.makedirs(cache_dir, exist_ok=True)
         small = torch.int16 if tokenizer.codebook_size <= 2**15 else torch.int32

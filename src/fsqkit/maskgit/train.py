@@ -47,6 +47,8 @@ class MaskGITTrainConfig:
 
     Attributes:
         data: data spec the tokens are encoded from (``digits``, ``embedded``, ...).
+        num_train_images, num_val_images: crop counts (``embedded`` only; ``None``
+            = the data set's defaults).
         tokenizer: path of the stage-I tokenizer (run or checkpoint directory).
         class_conditional: condition on labels (``None``: if the data has labels).
         batch_size: per-process batch size.
@@ -60,6 +62,8 @@ class MaskGITTrainConfig:
     """
 
     data: str = "digits"
+    num_train_images: int | None = None
+    num_val_images: int | None = None
     tokenizer: str = ""
     class_conditional: bool | None = None
     batch_size: int = 64
@@ -146,23 +150,26 @@ class MaskGITTask:
             tokenizer = Tokenizer.load(train_cfg.tokenizer)
         self.tokenizer = tokenizer.to(self.dist.device).eval()
         self.tokenizer_fp = tokenizer_fingerprint(self.tokenizer)
+
         # Encode once (rank 0 writes the cache, the others wait and read it).
-        writer = self.dist.is_main
-        if writer:
-            self.train_tokens = cached_tokens(
-                tokenizer, train_cfg.data, "train", out_dir, seed=train_cfg.seed
+        def tokens(split: str, n: int | None, write: bool) -> TokenData:
+            return cached_tokens(
+                tokenizer,
+                train_cfg.data,
+                split,
+                out_dir,
+                seed=train_cfg.seed,
+                num_images=n,
+                write=write,
             )
-            self.val_tokens = cached_tokens(
-                tokenizer, train_cfg.data, "val", out_dir, seed=train_cfg.seed
-            )
+
+        if self.dist.is_main:
+            self.train_tokens = tokens("train", train_cfg.num_train_images, True)
+            self.val_tokens = tokens("val", train_cfg.num_val_images, True)
         barrier(self.dist)
-        if not writer:
-            self.train_tokens = cached_tokens(
-                tokenizer, train_cfg.data, "train", out_dir, seed=train_cfg.seed, write=False
-            )
-            self.val_tokens = cached_tokens(
-                tokenizer, train_cfg.data, "val", out_dir, seed=train_cfg.seed, write=False
-            )
+        if not self.dist.is_main:
+            self.train_tokens = tokens("train", train_cfg.num_train_images, False)
+            self.val_tokens = tokens("val", train_cfg.num_val_images, False)
         conditional = train_cfg.class_conditional
         if conditional is None:
             conditional = self.train_tokens.labels is not None
