@@ -123,10 +123,9 @@ def tokenizer_configs(cfg: DemoConfig) -> dict[str, TokenizerConfig]:
 
 
 def quantizer_parameters(model: Tokenizer) -> int:
-    """Learned (or EMA) numbers inside the quantizer: 0 for FSQ, ``K x d`` for VQ."""
-    return int(
-        sum(t.numel() for t in model.quantizer.state_dict().values() if t.is_floating_point())
-    )
+    """Codebook numbers inside the quantizer (``Quantizer.num_parameters``): 0 for
+    FSQ, ``K x d`` for VQ (its usage-statistics buffers are not counted)."""
+    return int(model.quantizer.num_parameters)
 
 
 def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
