@@ -49,16 +49,16 @@ class DemoConfig:
     """
 
     out: str = "reports/demo"
-    steps: int = 300
+    steps: int = 1500
     image_size: int = 32
     base_channels: int = 16
     channel_mult: tuple[int, ...] = (1, 2, 4)
     num_res_blocks: int = 1
-    batch_size: int = 32
+    batch_size: int = 16
     lr: float = 2e-3
     betas: tuple[float, float] = (0.9, 0.99)
     train_images: int = 4096
-    val_images: int = 512
+    val_images: int = 1024
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
     vq_codebook_size: int = 1024
     vq_latent_channels: int = 32
@@ -72,7 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The README's main job: about 3 minutes for stage I on a 2-core CPU.
     "default": {},
     # A longer, better run (about 10x the default).
-    "full": {"steps": 3000, "base_channels": 32, "channel_mult": (1, 2, 2), "train_images": 16384},
+    "full": {"steps": 15000, "batch_size": 32, "train_images": 16384, "val_images": 4096},
 }
 
 
