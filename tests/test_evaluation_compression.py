@@ -9,6 +9,7 @@ import torch
 
 from fsqkit.evaluation import compression_cost
 from fsqkit.maskgit import MaskGITConfig, MaskGITTransformer, decoding_schedule, masked_token_loss
+from tests.single_thread import one_thread  # noqa: F401  (autouse)
 
 
 class StubModel(torch.nn.Module):

@@ -13,14 +13,7 @@ from fsqkit.data import build_dataset
 from fsqkit.experiments.report import Report
 from fsqkit.experiments.stage2 import Stage2Config, run_stage2, stage2_config
 from fsqkit.tokenizer import Tokenizer, TokenizerConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: avoid oversubscribing a shared machine
-    yield
-    torch.set_num_threads(n)
+from tests.single_thread import one_thread  # noqa: F401  (autouse)
 
 
 def test_stage2_reports_fsq_and_vq_side_by_side(tmp_path, capsys) -> None:

@@ -10,21 +10,13 @@ levels [8, 5, 5, 5] and 32x32 digits (8x8 tokens).
 from __future__ import annotations
 
 import pytest
-import torch
 
 from fsqkit.data import build_dataset
 from fsqkit.evaluation import evaluate_generation
 from fsqkit.maskgit.train import MaskGITTrainConfig, train_maskgit
 from fsqkit.tokenizer import TokenizerConfig, TokenizerTrainConfig, train_tokenizer
 from fsqkit.training import TrainerConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: avoid oversubscribing a shared machine
-    yield
-    torch.set_num_threads(n)
+from tests.single_thread import one_thread  # noqa: F401  (autouse)
 
 
 def run_digits(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -53,9 +54,23 @@ def test_two_process_training(tmp_path) -> None:
     ]
     cmd += ["--device", "cpu", "--log-every", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert proc.stdout.count("MaskGIT K=15") == 1  # only rank 0 reports
+    # Own session, so a hang can be cleaned up with the workers torchrun started.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-4000:]
+    assert stdout.count("MaskGIT K=15") == 1  # only rank 0 reports
     model, _ = load_maskgit(out)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     records = read_metrics(os.path.join(out, "metrics.jsonl"))

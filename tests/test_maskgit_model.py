@@ -19,6 +19,7 @@ from fsqkit.maskgit import (
 )
 from fsqkit.maskgit.loss import drop_labels
 from fsqkit.maskgit.schedule import num_masked_for_training
+from tests.single_thread import one_thread  # noqa: F401  (autouse)
 
 
 def test_paper_r_min() -> None:

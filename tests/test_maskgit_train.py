@@ -13,6 +13,7 @@ from fsqkit.maskgit.tokens import cached_tokens, encode_dataset
 from fsqkit.maskgit.train import MaskGITTrainConfig, load_maskgit, load_pipeline, train_maskgit
 from fsqkit.tokenizer import Tokenizer, TokenizerConfig
 from fsqkit.training import TrainerConfig, read_metrics
+from tests.single_thread import one_thread  # noqa: F401  (autouse)
 
 ARCH = {"dim": 16, "depth": 1, "heads": 2}
 
@@ -35,15 +36,6 @@ def _tokenizer(path: str, levels: list[int], image_size: int = 16) -> str:
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory) -> str:
     return _tokenizer(str(tmp_path_factory.mktemp("tok") / "tok"), [5, 3])
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one thread avoids oversubscribing a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _train(tok: str, out: str, steps: int, **trainer_kw):
