@@ -78,9 +78,9 @@ def test_conditional_digits_paper_levels(tmp_path) -> None:
         tmp_path,
         image_size=32,
         levels=[8, 5, 5, 5],
-        tok_steps=600,
-        mg_steps=1500,
-        arch={"dim": 128, "depth": 4, "heads": 4},
+        tok_steps=400,
+        mg_steps=800,
+        arch={"dim": 128, "depth": 3, "heads": 4},
         guidance=0.5,
         channel_mult=(1, 2, 2),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from fsqkit.cli.run_args import add_run_args, trainer_config_from_args
 from fsqkit.data import DATA_SPECS
 
 
@@ -54,24 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="at least this fraction of tokens is masked per example (paper: 0.45)",
     )
     t.add_argument("--seed", type=int, default=0)
-    r = p.add_argument_group("run")
-    r.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
-    r.add_argument(
-        "--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)"
-    )
-    r.add_argument(
-        "--ckpt-every", type=int, default=0, help="checkpoint every N steps (0: at the end)"
-    )
-    r.add_argument("--log-every", type=int, default=10)
-    r.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fsqkit.maskgit.schedule import r_min_for_fraction
     from fsqkit.maskgit.train import MaskGITTrainConfig, train_maskgit
-    from fsqkit.training import TrainerConfig, cleanup_distributed, setup_distributed
+    from fsqkit.training import cleanup_distributed, setup_distributed
 
     arch = {
         "dim": args.dim,
@@ -93,15 +84,7 @@ def run(args: argparse.Namespace) -> int:
         label_drop=args.label_drop,
         seed=args.seed,
     )
-    trainer_cfg = TrainerConfig(
-        out_dir=args.out,
-        steps=args.steps,
-        eval_every=args.eval_every,
-        ckpt_every=args.ckpt_every,
-        log_every=args.log_every,
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
+    trainer_cfg = trainer_config_from_args(args)
     info = setup_distributed(args.device)
     try:
         result = train_maskgit(arch, train_cfg, trainer_cfg, info)

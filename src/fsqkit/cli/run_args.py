@@ -1,0 +1,37 @@
+"""Run-directory flags shared by the training commands (``--resume``,
+``--eval-every``, ``--ckpt-every``, ``--log-every``, ``--device``,
+``--no-progress``) and the :class:`~fsqkit.training.TrainerConfig` they give."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """Add the "run" argument group (``--out`` is added by the command itself)."""
+    r = p.add_argument_group("run")
+    r.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
+    r.add_argument(
+        "--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)"
+    )
+    r.add_argument(
+        "--ckpt-every", type=int, default=0, help="checkpoint every N steps (0: at the end)"
+    )
+    r.add_argument("--log-every", type=int, default=10)
+    r.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def trainer_config_from_args(args: argparse.Namespace):
+    """``TrainerConfig`` from ``--out``, ``--steps`` and the run flags."""
+    from fsqkit.training import TrainerConfig
+
+    return TrainerConfig(
+        out_dir=args.out,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        ckpt_every=args.ckpt_every,
+        log_every=args.log_every,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
