@@ -20,6 +20,15 @@ TINY_ARGS = [
 ]  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models on a shared 2-core machine: one intra-op thread is faster than two.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
@@ -57,9 +66,7 @@ def test_encode_decode_cli_roundtrip(trained_run, tmp_path):
     # Decoding by CLI equals decoding in Python.
     tok = Tokenizer.load(str(trained_run))
     ref = tok.decode(torch.from_numpy(arr.astype(np.int64))[:1])[0]
-    got = (
-        torch.from_numpy(np.asarray(Image.open(out / "000000.png"))).permute(2, 0, 1).float() / 255
-    )
+    got = torch.from_numpy(np.array(Image.open(out / "000000.png"))).permute(2, 0, 1).float() / 255
     assert (got - ref).abs().max() <= 1 / 255 + 1e-6
 
 

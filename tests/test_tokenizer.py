@@ -14,6 +14,15 @@ from fsqkit.tokenizer.perceptual import DISABLED_MESSAGE, PerceptualLoss, _vgg16
 TINY = dict(base_channels=8, norm_groups=4)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models on a shared 2-core machine: one intra-op thread is faster than two.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("factor", [2, 4, 8, 16])
 def test_shapes_for_every_factor(factor):
     cfg = TokenizerConfig(
