@@ -131,9 +131,7 @@ class Tokenizer(nn.Module):
 def describe(model: Tokenizer) -> str:
     """One line: quantizer, codebook size, grid, parameter counts."""
     cfg = model.cfg
-    n_q = sum(p.numel() for p in model.quantizer.parameters()) + sum(
-        b.numel() for b in model.quantizer.buffers()
-    )
+    n_q = model.quantizer.num_parameters  # codebook entries (0 for FSQ)
     n = sum(p.numel() for p in model.parameters())
     return (
         f"{cfg.quantizer} K={model.codebook_size} f={cfg.downsample_factor} "
