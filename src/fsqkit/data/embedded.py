@@ -49,8 +49,10 @@ def _package_dir(package: str) -> str:
     # Locate the package without importing it (importing skimage / sklearn costs seconds).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"embedded data needs the {package!r} package, which is not installed")
-    return list(spec.submodule_search_locations)[0]
+        raise FileNotFoundError(
+            f"embedded data needs the {package!r} package, which is not installed"
+        )
+    return next(iter(spec.submodule_search_locations))
 
 
 def _skimage_path(name: str) -> str:
