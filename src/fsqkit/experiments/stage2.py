@@ -43,11 +43,11 @@ class Stage2Config:
         decode_steps: decoding steps ``T``; choice temperature is MaskGIT's 4.5.
     """
 
-    steps: int = 500
+    steps: int = 400
     dim: int = 128
     depth: int = 2
     heads: int = 4
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 2e-3
     num_samples: int = 256
     decode_steps: int = 12
@@ -59,7 +59,7 @@ def stage2_config(stage1_steps: int) -> Stage2Config:
     if stage1_steps < 100:  # --quick: a smoke run
         return Stage2Config(steps=20, dim=32, depth=1, num_samples=64, decode_steps=8)
     if stage1_steps >= 3000:  # --full
-        return Stage2Config(steps=5000, dim=256, depth=4, num_samples=1000)
+        return Stage2Config(steps=5000, dim=256, depth=4, batch_size=64, num_samples=1000)
     return Stage2Config()
 
 
