@@ -58,11 +58,13 @@ def evaluate_generation(
     seed: int = 0,
     extractor: FeatureExtractor | None = None,
     compression_steps: int | None = None,
+    real_features: Tensor | None = None,
 ) -> GenerationEval:
     """Sample ``num_samples`` images and measure them (see :class:`GenerationEval`).
 
     Conditional models get the classes in turn (``0, 1, …, N-1, 0, …``). The class
     judge (:class:`PixelClassifier`) is trained on ``train``'s real images.
+    ``real_features``: ``extractor(val images)`` if already computed (saves a pass).
     """
     conditional = model.config.num_classes > 0
     labels = torch.arange(num_samples) % model.config.num_classes if conditional else None
@@ -73,7 +75,8 @@ def evaluate_generation(
     samples = torch.cat([tokenizer.decode(t.to(device)).cpu() for t in tokens.split(256)])
     real = val.batch(slice(None))
     extractor = extractor or RandomConvFeatures()
-    real_f, fake_f = extractor(real), extractor(samples)
+    real_f = extractor(real) if real_features is None else real_features
+    fake_f = extractor(samples)
     precision, recall = precision_recall(real_f, fake_f)
     metrics = {
         "fd": frechet_distance_features(real_f, fake_f),
