@@ -1,7 +1,8 @@
 """``embedded``: crops of the photographs that ship inside scikit-image and
 scikit-learn (no download, always available).
 
-Training crops come from 14 scikit-image photographs; validation crops come from
+Training crops come from 14 scikit-image photographs (each crop with a random
+channel order and horizontal flip); validation crops come from
 the two scikit-learn sample photographs (``china.jpg``, ``flower.jpg``), which
 are never used for training. Each crop is cut from a random position of the
 photo resized by a random factor in {1, 1/2, 1/4} (so a crop shows structure,
@@ -122,5 +123,13 @@ def embedded_dataset(
         lvl = usable[rng.integers(len(usable))]
         top = rng.integers(lvl.shape[1] - image_size + 1)
         left = rng.integers(lvl.shape[2] - image_size + 1)
-        crops[i] = lvl[:, top : top + image_size, left : left + image_size]
+        crop = lvl[:, top : top + image_size, left : left + image_size]
+        if split == "train":
+            # Colour augmentation: the training photos are mostly grey or brown, the
+            # held-out ones colourful; a random channel order per crop spreads the
+            # training colours over the whole RGB cube (and a random flip for free).
+            crop = crop[torch.from_numpy(rng.permutation(3))]
+            if rng.integers(2):
+                crop = crop.flip(-1)
+        crops[i] = crop
     return ImageDataset(crops, name=f"embedded/{split}")
