@@ -63,7 +63,14 @@ def setup_distributed(device: str | None = None) -> DistInfo:
 
 
 def cleanup_distributed() -> None:
+    """Tear the process group down on every rank.
+
+    The barrier first makes every rank arrive together: otherwise a rank that
+    finishes early (rank 1, while rank 0 still evaluates and writes files) tears
+    down its gloo pairs under a peer that is still connected, and gloo aborts the
+    process ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
