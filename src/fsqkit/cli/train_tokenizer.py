@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from fsqkit.cli.run_args import add_run_args, trainer_config_from_args
 from fsqkit.data import DATA_SPECS
 
 
@@ -163,42 +164,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_train_args(p)
-    r = p.add_argument_group("run")
-    r.add_argument("--out", required=True, help="run directory")
-    r.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
-    r.add_argument(
-        "--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)"
-    )
-    r.add_argument(
-        "--ckpt-every", type=int, default=0, help="checkpoint every N steps (0: at the end)"
-    )
-    r.add_argument("--log-every", type=int, default=10)
-    r.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="run directory")
+    add_run_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fsqkit.tokenizer import train_tokenizer
     from fsqkit.tokenizer.model import describe
-    from fsqkit.training import (
-        TrainerConfig,
-        cleanup_distributed,
-        replicas_in_sync,
-        setup_distributed,
-    )
+    from fsqkit.training import cleanup_distributed, replicas_in_sync, setup_distributed
 
     model_cfg = model_config_from_args(args)
     train_cfg = train_config_from_args(args)
-    trainer_cfg = TrainerConfig(
-        out_dir=args.out,
-        steps=args.steps,
-        eval_every=args.eval_every,
-        ckpt_every=args.ckpt_every,
-        log_every=args.log_every,
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
+    trainer_cfg = trainer_config_from_args(args)
     info = setup_distributed(args.device)
     try:
         result = train_tokenizer(model_cfg, train_cfg, trainer_cfg, info)
