@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fsqkit.data import ImageDataset
-from fsqkit.metrics.image import psnr, ssim
-from fsqkit.quantizers.stats import UsageTracker
+from fsqkit.metrics.reconstruction import reconstruction_metrics
 
 
 def palette_levels(codebook_size: int) -> int:
@@ -65,23 +64,9 @@ def evaluate_baseline(
     baseline: BicubicPaletteBaseline, data: ImageDataset, batch_size: int = 256
 ) -> dict[str, float]:
     """Same metrics as :func:`fsqkit.tokenizer.evaluate_tokenizer`."""
-    tracker = UsageTracker(baseline.codebook_size)
-    p_sum = s_sum = mse_sum = 0.0
-    for start in range(0, len(data), batch_size):
-        x = data.batch(slice(start, start + batch_size))
+
+    def codec(x: Tensor) -> tuple[Tensor, Tensor]:
         idx = baseline.encode(x)
-        rec = baseline.decode(idx)
-        tracker.update(idx)
-        p_sum += float(psnr(rec, x).clamp(max=100.0).sum())
-        s_sum += float(ssim(rec, x).sum())
-        mse_sum += float((rec - x).pow(2).flatten(1).mean(1).sum())
-    n = len(data)
-    s = tracker.summary()
-    return {
-        "psnr": p_sum / n,
-        "ssim": s_sum / n,
-        "mse": mse_sum / n,
-        "usage": s["usage"],
-        "codes_used": s["used"],
-        "perplexity": s["perplexity"],
-    }
+        return idx, baseline.decode(idx)
+
+    return reconstruction_metrics(data, codec, baseline.codebook_size, batch_size)

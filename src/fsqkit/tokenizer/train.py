@@ -20,8 +20,8 @@ from torch import Tensor
 
 from fsqkit.data import ImageDataset, build_dataset
 from fsqkit.data.io import save_image_grid
-from fsqkit.metrics.image import psnr, ssim
-from fsqkit.quantizers.stats import UsageTracker, code_counts
+from fsqkit.metrics.reconstruction import reconstruction_metrics
+from fsqkit.quantizers.stats import code_counts
 from fsqkit.tokenizer.config import TokenizerConfig
 from fsqkit.tokenizer.discriminator import PatchDiscriminator
 from fsqkit.tokenizer.losses import (
@@ -123,27 +123,14 @@ def evaluate_tokenizer(
     least once on ``data``), perplexity and MSE of ``model`` on ``data``."""
     was_training = model.training
     model.eval()
-    tracker = UsageTracker(model.codebook_size)
-    p_sum = s_sum = mse_sum = 0.0
-    for start in range(0, len(data), batch_size):
-        x = data.batch(slice(start, start + batch_size)).to(device)
+
+    def codec(x: Tensor) -> tuple[Tensor, Tensor]:
         out = model(x)
-        rec = model.to_images(out.recon)
-        tracker.update(out.quant.indices.cpu())
-        p_sum += float(psnr(rec, x).clamp(max=100.0).sum())
-        s_sum += float(ssim(rec, x).sum())
-        mse_sum += float((rec - x).pow(2).flatten(1).mean(1).sum())
+        return out.quant.indices, model.to_images(out.recon)
+
+    metrics = reconstruction_metrics(data, codec, model.codebook_size, batch_size, device)
     model.train(was_training)
-    n = len(data)
-    s = tracker.summary()
-    return {
-        "psnr": p_sum / n,
-        "ssim": s_sum / n,
-        "mse": mse_sum / n,
-        "usage": s["usage"],
-        "codes_used": s["used"],
-        "perplexity": s["perplexity"],
-    }
+    return metrics
 
 
 class TokenizerTask:
