@@ -27,7 +27,6 @@ from fsqkit.maskgit.model import MaskGITTransformer
 from fsqkit.maskgit.schedule import PAPER_R_MIN
 from fsqkit.maskgit.tokens import TokenData, cached_tokens, tokenizer_fingerprint
 from fsqkit.tokenizer import Tokenizer, TokenizerConfig
-from fsqkit.tokenizer.train import lr_at
 from fsqkit.training import (
     DistInfo,
     StepSampler,
@@ -39,6 +38,7 @@ from fsqkit.training import (
     unwrap,
     wrap_ddp,
 )
+from fsqkit.training.schedule import lr_at
 
 
 @dataclass

@@ -9,7 +9,6 @@ reconstruction, no adversarial or perceptual loss. The paper's stage I
 
 from __future__ import annotations
 
-import math
 import os
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ from fsqkit.training import (
     unwrap,
     wrap_ddp,
 )
+from fsqkit.training.schedule import lr_at
 
 USAGE_WINDOW = 20  # steps in the progress bar's "live" codebook usage
 
@@ -104,15 +104,6 @@ class TokenizerTrainConfig:
             raise FileNotFoundError(
                 f"perceptual weights file {self.perceptual_weights!r} does not exist"
             )
-
-
-def lr_at(step: int, total: int, cfg: TokenizerTrainConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr``."""
-    if cfg.warmup_steps and step <= cfg.warmup_steps:
-        return cfg.lr * step / cfg.warmup_steps
-    span = max(1, total - cfg.warmup_steps)
-    t = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 @torch.no_grad()
