@@ -57,6 +57,13 @@ def _kernel() -> None:
         pytest.fail(f"kernel should build here: {build.unavailable_reason()}")
 
 
+@pytest.fixture(autouse=True, params=["bin-edges", "tanh"])
+def forward_mode(request, monkeypatch) -> str:
+    """Every test runs with both forward modes of the kernel."""
+    monkeypatch.setattr(fsq_fast, "USE_BIN_EDGES", request.param == "bin-edges")
+    return request.param
+
+
 LEVEL_SETS = [[8, 5, 5, 5], [7, 5, 5, 5, 5], [8, 6, 5], [3], [16, 4], [8, 8, 8, 5, 5, 5]]
 
 
@@ -213,13 +220,35 @@ def test_nonfinite_without_check_matches_reference() -> None:
     assert torch.equal(a.indices, b.indices)
 
 
-@needs_kernel
-def test_saves_one_float32_tensor_for_backward() -> None:
-    fast = FSQ([8, 5, 5, 5], fast=True)
-    z = torch.randn(4096, 4, requires_grad=True)
+def _saved_for_backward(fsq: FSQ, z: torch.Tensor) -> list[torch.Tensor]:
     saved: list[torch.Tensor] = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        fast(z)
+        fsq(z)
+    return saved
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_saved_for_backward(dtype: torch.dtype, forward_mode: str) -> None:
+    """Bin-edge mode keeps the input itself; tanh mode one float32 tensor."""
+    fast = FSQ([8, 5, 5, 5], fast=True)
+    z = torch.randn(4096, 4, dtype=dtype, requires_grad=True)
+    saved = _saved_for_backward(fast, z)
+    assert len(saved) == 1
+    same = saved[0].untyped_storage().data_ptr() == z.untyped_storage().data_ptr()
+    if forward_mode == "bin-edges":
+        assert same
+    else:
+        assert not same and saved[0].dtype == torch.float32 and saved[0].numel() == z.numel()
+
+
+@needs_kernel
+def test_levels_above_64_use_the_tanh_mode() -> None:
+    fast = FSQ([65, 3], fast=True)  # no bin edges for a level above 64
+    fast2, ref = pair([65, 3])
+    assert_same(fast2, ref, torch.randn(999, 2) * 2)
+    z = torch.randn(4096, 2, requires_grad=True)
+    saved = _saved_for_backward(fast, z)
     assert len(saved) == 1
     assert saved[0].dtype == torch.float32 and saved[0].numel() == z.numel()
     assert saved[0].untyped_storage().data_ptr() != z.untyped_storage().data_ptr()

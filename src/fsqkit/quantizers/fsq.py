@@ -173,12 +173,13 @@ class FSQ(Quantizer):
             raise ValueError("FSQ input contains NaN or infinite values")
 
     # ------------------------------------------------------------ quantization
-    def quantize_digits(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def quantize_digits(self, z: Tensor, apply_dither: bool = True) -> tuple[Tensor, Tensor]:
         """Core quantization on float32 ``z`` of shape ``(..., D)``.
 
         Returns ``(codes, digits)``: ``codes`` float32 in ``[-1, 1]`` with the
-        straight-through gradient (and training-time dither), ``digits`` the
-        clean integer digits ``(..., D)`` in ``[0, L_i)`` as float32 (detached).
+        straight-through gradient (and training-time dither unless
+        ``apply_dither=False``), ``digits`` the clean integer digits ``(..., D)``
+        in ``[0, L_i)`` as float32 (detached).
         """
         if self.symmetric:
             x = scaled_digits_symmetric(z, self._levels)  # (..., D) in [0, L-1]
@@ -190,7 +191,7 @@ class FSQ(Quantizer):
         # Clamping is a no-op for finite inputs (the bound keeps x inside the grid);
         # it guarantees in-range indices whatever float rounding does.
         digits = torch.minimum(digits.clamp_min(0), self._levels - 1)
-        if self.training and (self.dither > 0 or self.passthrough > 0):
+        if apply_dither and self.training and (self.dither > 0 or self.passthrough > 0):
             q = self._dither(x, q)
         if self.symmetric:
             codes = q * (2.0 / (self._levels - 1)) - 1.0

@@ -5,12 +5,21 @@ Dimension legend: ``B`` batch, ``C = G * D`` quantized channels, ``G``
 channel-first input, ``N`` positions in all.
 
 The reference path makes about ten passes over memory and keeps ``tanh`` for
-backward; the fused CPU kernel (``kernels/fsq_cpu.c``) reads the input once and
-writes codes, indices and (only when a gradient is needed) ``tanh`` for backward
-in the same pass; backward is one more pass. Codes and indices are bit-identical
-to the reference path and gradients equal it bit for bit: the kernel calls
-torch's own tanh primitive and repeats the reference's float32 operations in
-the same order (see ``kernels/fsq_cpu.c``).
+backward. The fused CPU kernel (``kernels/fsq_cpu.c``) has two forward modes:
+
+- *bin edges* (levels up to 64, the usual case): the digit of each element is the
+  number of the reference's exact bin edges (:mod:`fsqkit.quantizers.fsq_edges`)
+  at or below it, so the forward pass computes no ``tanh`` at all: one read of
+  the input, one write of codes and indices. Backward reads the input and the
+  gradient, computes ``tanh`` once and writes the input gradient. Saved for
+  backward: the input itself.
+- *tanh* (larger levels): forward computes ``tanh`` and, when a gradient is
+  needed, keeps it (one float32 tensor) for a one-pass backward.
+
+Codes and indices are bit-identical to the reference path and gradients equal
+it bit for bit: the edges come from the reference itself, and where ``tanh`` is
+computed the kernel calls torch's own primitive and repeats the reference's
+float32 operations in the same order (see ``kernels/fsq_cpu.c``).
 
 The FSQ module calls :func:`fast_path_applies` and :func:`fast_forward`; the
 reference path stays the fallback for everything not handled here: non-CPU
@@ -27,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from fsqkit.quantizers.fsq_edges import bin_edges
 from fsqkit.quantizers.kernels.build import CpuKernel, get_cpu_kernel
 from fsqkit.quantizers.output import QuantizerOutput, zero_loss
 
@@ -36,6 +46,8 @@ if TYPE_CHECKING:
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_CHANNELS = 256  # MAXC in fsq_cpu.c
 NONFINITE_MESSAGE = "FSQ input contains NaN or infinite values"
+# False forces the tanh forward mode everywhere (tests and benchmarks use it).
+USE_BIN_EDGES = True
 
 
 def _transforms_active() -> bool:
@@ -113,12 +125,27 @@ class _Spec:
         self.D = fsq.codebook_dim
         self.G = fsq.num_codebooks
         self.symmetric = fsq.symmetric
+        # Forward by bin edges (no tanh; backward recomputes tanh from the input)
+        # where the edges exist and fit the kernel; else tanh in forward, kept for
+        # backward.
+        found = bin_edges(fsq, torch.device("cpu")) if USE_BIN_EDGES else None
+        _, C, inner = geometry
+        fits = found is not None and kernel.edges_fit(C, found.num_edges, inner == 1)
+        self.edges = found.edges if fits else None
 
     def run(self, x: Tensor, save_t: bool) -> tuple[Tensor, Tensor, Tensor | None, bool]:
+        """Codes, int32 indices, the saved tanh (tanh path with ``save_t`` only)
+        and whether ``x`` held NaN/inf."""
         outer, _, inner = self.geometry
         out = torch.empty(x.shape, dtype=self.out_dtype)
-        saved_t = torch.empty(x.shape, dtype=torch.float32) if save_t else None
         indices = torch.empty(outer * inner * self.G, dtype=torch.int32)
+        if self.edges is not None:
+            bad = self.kernel.forward_edges(
+                x, out, indices, self.geometry, self.edges, self.consts, self.D, self.G,
+                self.symmetric,
+            )
+            return out, indices, None, bad
+        saved_t = torch.empty(x.shape, dtype=torch.float32) if save_t else None
         bad = self.kernel.forward(
             x, out, saved_t, indices, self.geometry, self.consts, self.D, self.G, self.symmetric
         )
@@ -130,7 +157,11 @@ class _NonFinite(Exception):
 
 
 class _FusedFSQ(torch.autograd.Function):
-    """``x (contiguous) -> (codes, indices)`` with the straight-through gradient."""
+    """``x (contiguous) -> (codes, indices)`` with the straight-through gradient.
+
+    Saved for backward: ``x`` itself on the bin-edge path (backward recomputes
+    tanh from it), else one float32 tensor of ``tanh`` values; either is one
+    tensor of ``x``'s element count, and ``x`` is often kept alive anyway."""
 
     @staticmethod
     def forward(ctx, x: Tensor, spec: _Spec) -> tuple[Tensor, Tensor]:  # type: ignore[override]
@@ -139,22 +170,27 @@ class _FusedFSQ(torch.autograd.Function):
             raise _NonFinite
         ctx.spec = spec
         ctx.z_dtype = x.dtype
-        ctx.save_for_backward(saved_t)  # one float32 tensor of x's element count
+        ctx.save_for_backward(x if saved_t is None else saved_t)
         ctx.mark_non_differentiable(indices)
         return out, indices
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor, _grad_indices: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (saved_t,) = ctx.saved_tensors
+        (saved,) = ctx.saved_tensors
         spec: _Spec = ctx.spec
         grad = grad_out.contiguous()
         if grad.dtype not in SUPPORTED_DTYPES:
             grad = grad.to(spec.out_dtype)
-        grad_z = torch.empty(saved_t.shape, dtype=ctx.z_dtype)
-        spec.kernel.backward(
-            grad, saved_t, grad_z, spec.geometry, spec.consts, spec.D, spec.symmetric
-        )
+        grad_z = torch.empty(saved.shape, dtype=ctx.z_dtype)
+        if spec.edges is not None:
+            spec.kernel.backward_z(
+                grad, saved, grad_z, spec.geometry, spec.consts, spec.D, spec.symmetric
+            )
+        else:
+            spec.kernel.backward(
+                grad, saved, grad_z, spec.geometry, spec.consts, spec.D, spec.symmetric
+            )
         return grad_z, None
 
 

@@ -57,6 +57,8 @@ CFLAGS = (
 VML_MODE = 0x2 | 0x140000 | 0x100
 TANH_VML, TANH_SLEEF8, TANH_SLEEF16 = 0, 1, 2
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+MAX_EDGES = 63  # MAXK in fsq_cpu.c
+MAX_PATTERN = 2048  # MAXPAT in fsq_cpu.c
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "kernel": None, "reason": None}
@@ -190,6 +192,93 @@ class CpuKernel:
         lib.fsq_forward.argtypes = [p, ci, p, ci, p, p, i64, i64, i64, *([p] * 7), ci, ci, ci, ci]
         lib.fsq_backward.restype = None
         lib.fsq_backward.argtypes = [p, ci, p, p, ci, i64, i64, i64, p, p, p, p, ci, ci, ci]
+        lib.fsq_edges_pattern.restype = ci
+        lib.fsq_edges_pattern.argtypes = [i64]
+        lib.fsq_forward_edges.restype = ci
+        lib.fsq_forward_edges.argtypes = [p, ci, p, ci, p, i64, i64, i64, p, ci, p, p, p]
+        lib.fsq_forward_edges.argtypes += [ci, ci, ci, ci]
+        lib.fsq_backward_z.restype = None
+        lib.fsq_backward_z.argtypes = [p, ci, p, ci, p, ci, i64, i64, i64, p, p, p, p, p]
+        lib.fsq_backward_z.argtypes += [ci, ci, ci]
+
+    def edges_fit(self, C: int, K: int, channel_last: bool) -> bool:
+        """Whether :meth:`forward_edges` takes ``K`` edges per dimension for ``C``
+        channels (the channel-last pattern table is at most 16384 floats)."""
+        if K > MAX_EDGES:
+            return False
+        return not channel_last or self.lib.fsq_edges_pattern(C) * K <= 8 * MAX_PATTERN
+
+    def forward_edges(
+        self,
+        z: torch.Tensor,
+        out: torch.Tensor,
+        indices: torch.Tensor,
+        geometry: tuple[int, int, int],
+        edges: torch.Tensor,
+        consts: dict[str, torch.Tensor],
+        D: int,
+        G: int,
+        symmetric: bool,
+    ) -> bool:
+        """Fill ``out`` (codes) and ``indices`` by comparing ``z`` with the bin
+        ``edges`` ``(D, K)`` (no tanh). Returns True if ``z`` held NaN/inf."""
+        outer, C, inner = geometry
+        c = consts
+        bad = self.lib.fsq_forward_edges(
+            _ptr(z),
+            DTYPE_CODES[z.dtype],
+            _ptr(out),
+            DTYPE_CODES[out.dtype],
+            _ptr(indices),
+            outer,
+            C,
+            inner,
+            _ptr(edges),
+            edges.shape[1],
+            _ptr(c["half_width"]),
+            _ptr(c["sym_scale"]),
+            _ptr(c["basis"]),
+            D,
+            G,
+            int(symmetric),
+            torch.get_num_threads(),
+        )
+        if bad < 0:
+            raise RuntimeError("fsq_forward_edges: edge table too large (check edges_fit first)")
+        return bool(bad)
+
+    def backward_z(
+        self,
+        grad: torch.Tensor,
+        z: torch.Tensor,
+        grad_z: torch.Tensor,
+        geometry: tuple[int, int, int],
+        consts: dict[str, torch.Tensor],
+        D: int,
+        symmetric: bool,
+    ) -> None:
+        """Fill ``grad_z`` from ``grad`` (of the codes), recomputing tanh from ``z``."""
+        outer, C, inner = geometry
+        c = consts
+        self.lib.fsq_backward_z(
+            _ptr(grad),
+            DTYPE_CODES[grad.dtype],
+            _ptr(z),
+            DTYPE_CODES[z.dtype],
+            _ptr(grad_z),
+            DTYPE_CODES[grad_z.dtype],
+            outer,
+            C,
+            inner,
+            _ptr(c["shift"]),
+            _ptr(c["half_l"]),
+            _ptr(c["half_width"]),
+            _ptr(c["lm1"]),
+            _ptr(c["sym_scale"]),
+            D,
+            int(symmetric),
+            torch.get_num_threads(),
+        )
 
     def forward(
         self,

@@ -1,0 +1,193 @@
+"""Exact bin edges of FSQ's reference pipeline: quantization without ``tanh``.
+
+Dimension legend: ``D = len(levels)``, ``K = max(levels) - 1`` edges per
+dimension, ``W`` the verification half-window (in float32 steps).
+
+Each FSQ digit is a non-decreasing step function of the float32 input: the
+reference computes ``round(tanh(z + shift) * half_l - offset)`` (or the
+symmetric form), and every step but ``tanh`` is a correctly rounded, monotone
+float32 operation. So the digit of dimension ``d`` is fully described by its
+``L_d - 1`` *edges*: the smallest float32 ``z`` at which the digit reaches
+``k + 1``. With them,
+
+    digit_d(z) = #{k : z >= edges[d, k]}        (edges padded with +inf)
+
+and the code follows from the digit with the reference's own float32 formula
+(``(digit - L//2) / (L//2)``, or ``digit * (2 / (L-1)) - 1`` when symmetric).
+A forward pass then needs no transcendental at all: ``K`` comparisons per
+element, which is what the fused kernels do (``tanh`` is still computed once,
+in backward, for the gradient).
+
+The edges are found by running the reference path itself (``FSQ.quantize_digits``
+on the device where the kernel runs, so with that device's ``tanh``) in a
+bisection over the float32 bit patterns (33 vectorized steps for all edges at
+once), so they reproduce the reference's digits by construction, float for
+float. One assumption remains: that the library ``tanh`` is monotone near each
+edge. It is checked, not assumed: for every edge, the reference is evaluated on
+the ``W = 4096`` consecutive floats on either side, and they must give exactly
+digit ``k`` below the edge and ``k + 1`` from it on; and just outside the window
+the computed ``tanh`` could move by 64 float32 steps toward the edge without
+changing the digit (everything after ``tanh`` is exact and monotone). The exact
+``tanh`` is monotone and the libraries' ``tanh`` errs by at most 1-2 ulp (MKL VML
+HA, SLEEF u10, CUDA ``tanhf``), so no float outside the windows can land on the
+wrong side of an edge. The code formula is checked on
+the same floats. If any check fails, :func:`bin_edges` returns None and the
+kernels use ``tanh`` for the forward pass as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+
+if TYPE_CHECKING:
+    from fsqkit.quantizers.fsq import FSQ
+
+MAX_EDGES = 63  # levels up to 64; larger levels quantize through tanh
+WINDOW = 4096
+MARGIN_ULPS = 64
+
+
+@dataclass(frozen=True)
+class BinEdges:
+    """``edges``: ``(D, K)`` float32 (ascending per row, ``+inf`` padded) on the
+    kernel's device; ``digit_d(z) = (z >= edges[d]).sum()`` for finite ``z``."""
+
+    edges: Tensor
+
+    @property
+    def num_edges(self) -> int:
+        return self.edges.shape[1]
+
+
+def _to_keys(z: Tensor) -> Tensor:
+    """float32 -> int64 keys whose order is the float order (-0 just below +0)."""
+    bits = z.contiguous().view(torch.int32).to(torch.int64)
+    return torch.where(bits >= 0, bits, -(bits & 0x7FFFFFFF) - 1)
+
+
+def _from_keys(keys: Tensor) -> Tensor:
+    bits = torch.where(keys >= 0, keys, (-keys - 1) - 2**31)
+    return bits.to(torch.int32).view(torch.float32)
+
+
+def _reference(fsq: FSQ, z: Tensor) -> tuple[Tensor, Tensor]:
+    """The reference path's ``(codes, digits)`` for float32 ``z (M, D)``."""
+    with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
+        codes, digits = fsq.quantize_digits(z, apply_dither=False)
+    return codes, digits.to(torch.int64)
+
+
+def codes_from_digits(fsq: FSQ, digits: Tensor) -> Tensor:
+    """The reference's float32 code for integer ``digits (..., D)``: the formula the
+    kernels use, in the same float32 operations."""
+    d = digits.to(torch.float32)
+    levels = fsq._levels.to(d.device)
+    if fsq.symmetric:
+        return d * (2.0 / (levels - 1)) - 1.0
+    hw = fsq._half_width.to(d.device)
+    return (d - hw) / hw
+
+
+def _bisect(fsq: FSQ, device: torch.device, levels: Tensor, K: int) -> Tensor:
+    """Keys ``(K, D)`` of the smallest float32 with ``digit >= k + 1``."""
+    D = levels.numel()
+    target = torch.arange(1, K + 1, device=device).unsqueeze(1).expand(K, D)  # (K, D)
+    big = torch.tensor(torch.finfo(torch.float32).max, device=device)
+    lo = _to_keys(-big).expand(K, D).clone()  # digit(lo) = 0 < target
+    hi = _to_keys(big).expand(K, D).clone()  # digit(hi) = L - 1 >= target (valid rows)
+    while bool((hi - lo > 1).any()):
+        mid = (lo + hi) // 2
+        _, digits = _reference(fsq, _from_keys(mid))
+        up = digits >= target
+        hi = torch.where(up, mid, hi)
+        lo = torch.where(up, lo, mid)
+    return hi
+
+
+def _tanh_of(fsq: FSQ, z: Tensor) -> Tensor:
+    """The reference's ``tanh`` value for ``z`` (the one inexact step)."""
+    with torch.no_grad():
+        return torch.tanh(z if fsq.symmetric else z + fsq._shift)
+
+
+def _digits_from_tanh(fsq: FSQ, t: Tensor) -> Tensor:
+    """The reference's digit as a function of its ``tanh`` value: exact, monotone
+    float32 steps (the same ops as ``FSQ.quantize_digits``; checked against it)."""
+    with torch.no_grad():
+        if fsq.symmetric:
+            x = (fsq._levels - 1) * (t + 1) / 2
+            return torch.round(x).to(torch.int64)
+        x = t * fsq._half_l - fsq._offset
+        return (torch.round(x) + fsq._half_width).to(torch.int64)
+
+
+def _margin_ok(fsq: FSQ, keys: Tensor, valid: Tensor) -> bool:
+    """Just outside each window, ``tanh`` could be off by ``MARGIN_ULPS`` float32
+    steps and the digit would not change."""
+    inf = torch.tensor(float("inf"), device=keys.device)
+    k = torch.arange(keys.shape[0], device=keys.device).unsqueeze(1)
+    for side, toward, want in ((-WINDOW - 1, inf, k), (WINDOW, -inf, k + 1)):
+        t = _tanh_of(fsq, _from_keys(keys + side))
+        for _ in range(MARGIN_ULPS):
+            t = torch.nextafter(t, toward)
+        if not bool(((_digits_from_tanh(fsq, t) == want) | ~valid).all()):
+            return False
+    return True
+
+
+def _verify(fsq: FSQ, keys: Tensor, valid: Tensor) -> bool:
+    """Every edge must split its ``2 * WINDOW`` neighbouring floats cleanly, the
+    code formula must match the reference on them, and the window must reach
+    far enough from the boundary (:func:`_margin_ok`)."""
+    K, D = keys.shape
+    device = keys.device
+    keys = torch.where(valid, keys, _to_keys(torch.zeros((), device=device)))
+    if not _margin_ok(fsq, keys, valid):
+        return False
+    steps = torch.arange(-WINDOW, WINDOW, device=device).view(-1, 1, 1)  # (2W, 1, 1)
+    probe = _from_keys(keys.unsqueeze(0) + steps)  # (2W, K, D)
+    codes, digits = _reference(fsq, probe.reshape(-1, D))
+    digits = digits.view(2 * WINDOW, K, D)
+    k = torch.arange(K, device=device).view(1, K, 1)
+    expected = k + (steps >= 0).to(torch.int64)  # (2W, K, 1)
+    ok = (digits == expected) | ~valid.unsqueeze(0)
+    formula = codes_from_digits(fsq, digits.reshape(-1, D))
+    same_code = torch.equal(formula.view(torch.int32), codes.view(torch.int32))
+    via_tanh = _digits_from_tanh(fsq, _tanh_of(fsq, probe.reshape(-1, D)))
+    same_digits = torch.equal(via_tanh, digits.reshape(-1, D))
+    return bool(ok.all()) and same_code and same_digits
+
+
+def compute_bin_edges(fsq: FSQ, device: torch.device) -> BinEdges | None:
+    """Bin edges of ``fsq``'s reference pipeline on ``device`` (None if a level
+    exceeds 64 or a check fails; see the module docstring)."""
+    levels = fsq._levels.to(device=device, dtype=torch.int64)
+    K = int(levels.max()) - 1
+    if K > MAX_EDGES or K < 1:
+        return None
+    if fsq._levels.device != device:
+        return None  # the reference runs where the module's buffers are
+    valid = torch.arange(K, device=device).unsqueeze(1) < (levels - 1).unsqueeze(0)  # (K, D)
+    keys = _bisect(fsq, device, levels, K)
+    if not _verify(fsq, keys, valid):
+        return None
+    edges = torch.where(valid, _from_keys(keys), torch.tensor(float("inf"), device=device))
+    return BinEdges(edges=edges.t().contiguous())  # (D, K)
+
+
+def bin_edges(fsq: FSQ, device: torch.device) -> BinEdges | None:
+    """Cached :func:`compute_bin_edges`: recomputed only when a constant buffer
+    changes (``.to()``, ``load_state_dict``) or for another device."""
+    buffers = (fsq._shift, fsq._half_l, fsq._offset, fsq._half_width, fsq._levels)
+    key = (device, fsq.symmetric) + tuple((b.data_ptr(), b._version, b.device) for b in buffers)
+    cached = getattr(fsq, "_bin_edges_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    edges = compute_bin_edges(fsq, device)
+    fsq._bin_edges_cache = (key, edges)
+    return edges
