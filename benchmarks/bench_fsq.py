@@ -32,6 +32,13 @@ LEVELS = [8, 5, 5, 5]
 SHAPES = {
     "full": [("(2^20, 4)", (2**20, 4), False), ("(64, 4, 64, 64)", (64, 4, 64, 64), True)],
     "quick": [("(4096, 4)", (4096, 4), False), ("(2, 4, 16, 16)", (2, 4, 16, 16), True)],
+    # GPU: the issue's shapes, then sizes far beyond the L2 cache for the roofline
+    "gpu": [
+        ("(2^20, 4)", (2**20, 4), False),
+        ("(64, 4, 64, 64)", (64, 4, 64, 64), True),
+        ("(2^24, 4)", (2**24, 4), False),
+        ("(256, 4, 128, 128)", (256, 4, 128, 128), True),
+    ],
 }
 
 
@@ -110,14 +117,23 @@ def saved_bytes(c: Candidate, z: torch.Tensor) -> tuple[int, bool]:
 
 
 def ideal_bytes(z: torch.Tensor, mode: str) -> int:
-    """Bytes a fused kernel must move: forward reads z, writes codes and int32
-    indices (and the fp32 tanh for backward); backward reads the gradient and the
-    tanh and writes the input gradient."""
+    """Bytes FSQ must move at the least: forward reads z and writes codes and
+    int32 indices; backward reads the gradient and z (or anything of z's size
+    that gives tanh) and writes the input gradient."""
     n, es = z.numel(), z.element_size()
     fwd = 2 * n * es + 4 * (n // len(LEVELS))
     if mode == "forward":
         return fwd
-    return fwd + 4 * n + (2 * n * es + 4 * n)  # + write tanh; backward
+    return fwd + 3 * n * es
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 2**30, repeats: int = 20) -> float:
+    """Achievable memory bandwidth (GB/s, bytes read + written) of a large
+    device-to-device copy: the roofline the fused kernels are held to."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    t = _time_rounds({"copy": lambda: dst.copy_(src)}, device, 3, repeats)["copy"]
+    return 2 * nbytes / t / 1e9
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -126,7 +142,11 @@ def run(args: argparse.Namespace) -> list[dict]:
         torch.set_num_threads(args.threads)
     rows: list[dict] = []
     dtypes = [torch.float32] if args.fp32_only else [torch.float32, torch.bfloat16, torch.float16]
-    for label, shape, cf in SHAPES["quick" if args.quick else "full"]:
+    roofline = copy_bandwidth(device) if device.type == "cuda" else None
+    if roofline is not None:
+        print(f"device-to-device copy: {roofline:.0f} GB/s (read + write): the roofline")
+    shape_set = "quick" if args.quick else ("gpu" if device.type == "cuda" else "full")
+    for label, shape, cf in SHAPES[shape_set]:
         z32 = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device) * 2.0
         ours = FSQ(LEVELS, channel_first=cf, fast=None).to(device)
         reference = FSQ(LEVELS, channel_first=cf, fast=False).to(device)
@@ -162,10 +182,11 @@ def run(args: argparse.Namespace) -> list[dict]:
                 peer_name = "vector-quantize-pytorch " + c.name.split()[-1]
                 if c.name.startswith("fsqkit") and peer_name in medians:
                     row["peer_over_ours"] = medians[peer_name] / t
-                if device.type == "cuda":
+                if roofline is not None:
                     z = inputs[c.name]
                     moved = 2 * z.numel() * 4 if c.module is None else ideal_bytes(z, mode)
                     row["GB/s"] = moved / t / 1e9
+                    row["roofline"] = row["GB/s"] / roofline
                 if mode == "forward+backward" and c.module is not None:
                     nbytes, input_saved = saved_bytes(c, inputs[c.name])
                     row["saved_MiB"] = nbytes / 2**20
@@ -200,12 +221,13 @@ def _fwd_bwd_fn(c: Candidate, z: torch.Tensor) -> Callable[[], object]:
 def format_table(rows: list[dict]) -> str:
     cols = ["shape", "mode", "impl", "ms", "x_tanh", "peer_over_ours", "saved_MiB", "saved_x_input"]
     if any("GB/s" in r for r in rows):
-        cols.append("GB/s")
+        cols += ["GB/s", "roofline"]
     head = {
         "x_tanh": "x tanh",
         "peer_over_ours": "peer/ours",
         "saved_MiB": "saved for bwd (MiB)",
         "saved_x_input": "saved / input",
+        "roofline": "of copy GB/s",
     }
     lines = [
         "| " + " | ".join(head.get(c, c) for c in cols) + " |",
@@ -215,7 +237,9 @@ def format_table(rows: list[dict]) -> str:
         cells = []
         for c in cols:
             v = r.get(c, "")
-            if isinstance(v, float):
+            if c == "roofline" and isinstance(v, float):
+                v = f"{100 * v:.0f}%"
+            elif isinstance(v, float):
                 v = f"{v:.2f}"
             if c == "saved_MiB" and r.get("input_also_saved"):
                 v = f"{v} (+input)"
@@ -243,11 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from fsqkit.quantizers.kernels.build import get_cpu_kernel
 
-    kernel = get_cpu_kernel() if args.device == "cpu" else None
+    if args.device == "cpu":
+        kernel = get_cpu_kernel()
+        path = f"fused CPU kernel: {f'yes (tanh = {kernel.tanh_name})' if kernel else 'no'}"
+    else:
+        from fsqkit.quantizers.fsq_gpu import triton_kernels
+
+        name = torch.cuda.get_device_name(torch.device(args.device))
+        path = f"GPU {name}, Triton kernels: {'yes' if triton_kernels() else 'no'}"
+    threads = args.threads or torch.get_num_threads()
     print(
-        f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads() if not args.threads else args.threads}, "
-        f"levels {LEVELS}, {args.stat} of {args.repeats} rounds, fused CPU kernel: "
-        + (f"yes (tanh = {kernel.tanh_name})" if kernel else "no (reference path)")
+        f"torch {torch.__version__}, device {args.device}, threads {threads}, levels {LEVELS}, "
+        f"{args.stat} of {args.repeats} rounds, {path}"
     )
     rows = run(args)
     print(format_table(rows))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from fsqkit.quantizers.base import Quantizer
 from fsqkit.quantizers.fsq_fast import fast_forward, fast_path_applies
+from fsqkit.quantizers.fsq_gpu import gpu_forward, gpu_path_applies
 from fsqkit.quantizers.fsq_math import (
     FSQConstants,
     bound,
@@ -60,11 +61,13 @@ class FSQ(Quantizer):
             from the clean rounded value.
         check_finite: raise ``ValueError`` on NaN/inf inputs (one extra reduction;
             skipped under ``torch.compile``; fused into the fast path's kernel).
-        fast: the fused CPU kernel of :mod:`fsqkit.quantizers.fsq_fast` (same codes,
-            indices and gradients, bit for bit). ``None``: use it where it applies
-            (CPU, float32/bf16/fp16, not tracing under ``torch.compile``), else the
-            reference path; ``False``: always the reference path; ``True``: like
-            ``None`` but raise ``RuntimeError`` if the kernel cannot be built.
+        fast: the fused kernels: C on CPU (:mod:`fsqkit.quantizers.fsq_fast`),
+            Triton on CUDA (:mod:`fsqkit.quantizers.fsq_gpu`); same codes, indices
+            and gradients as the reference path, bit for bit. ``None``: use them
+            where they apply (float32/bf16/fp16, not tracing under
+            ``torch.compile``), else the reference path; ``False``: always the
+            reference path; ``True``: like ``None`` but raise ``RuntimeError`` if
+            the CPU kernel cannot be built.
 
     Forward: ``z`` of shape ``(..., C)`` (or channel-first) -> :class:`QuantizerOutput`
     with ``quantized`` of the same shape and dtype, ``indices`` of shape ``(...)``
@@ -215,6 +218,11 @@ class FSQ(Quantizer):
             # The kernel checks finiteness itself; with projections z is checked here.
             self._check_input(z, check_finite=self.check_finite and self.has_projections)
             result = fast_forward(self, z)
+            if result is not None:
+                return result
+        elif gpu_path_applies(self, z):
+            self._check_input(z, check_finite=self.check_finite and self.has_projections)
+            result = gpu_forward(self, z)
             if result is not None:
                 return result
         self._check_input(z)

@@ -10,7 +10,7 @@ float32 operation. So the digit of dimension ``d`` is fully described by its
 ``L_d - 1`` *edges*: the smallest float32 ``z`` at which the digit reaches
 ``k + 1``. With them,
 
-    digit_d(z) = #{k : z >= edges[d, k]}        (edges padded with +inf)
+    digit_d(z) = #{k : z >= edges[d, k]}     (edges padded with NaN: never counted)
 
 and the code follows from the digit with the reference's own float32 formula
 (``(digit - L//2) / (L//2)``, or ``digit * (2 / (L-1)) - 1`` when symmetric).
@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-
 if TYPE_CHECKING:
     from fsqkit.quantizers.fsq import FSQ
 
@@ -54,8 +53,9 @@ MARGIN_ULPS = 64
 
 @dataclass(frozen=True)
 class BinEdges:
-    """``edges``: ``(D, K)`` float32 (ascending per row, ``+inf`` padded) on the
-    kernel's device; ``digit_d(z) = (z >= edges[d]).sum()`` for finite ``z``."""
+    """``edges``: ``(D, K)`` float32 (ascending per row, NaN padded) on the
+    kernel's device; ``digit_d(z) = (z >= edges[d]).sum()`` for any non-NaN ``z``
+    (``+-inf`` too, like the reference: ``tanh(+-inf) = +-1``)."""
 
     edges: Tensor
 
@@ -176,7 +176,7 @@ def compute_bin_edges(fsq: FSQ, device: torch.device) -> BinEdges | None:
     keys = _bisect(fsq, device, levels, K)
     if not _verify(fsq, keys, valid):
         return None
-    edges = torch.where(valid, _from_keys(keys), torch.tensor(float("inf"), device=device))
+    edges = torch.where(valid, _from_keys(keys), torch.tensor(float("nan"), device=device))
     return BinEdges(edges=edges.t().contiguous())  # (D, K)
 
 
@@ -184,7 +184,7 @@ def bin_edges(fsq: FSQ, device: torch.device) -> BinEdges | None:
     """Cached :func:`compute_bin_edges`: recomputed only when a constant buffer
     changes (``.to()``, ``load_state_dict``) or for another device."""
     buffers = (fsq._shift, fsq._half_l, fsq._offset, fsq._half_width, fsq._levels)
-    key = (device, fsq.symmetric) + tuple((b.data_ptr(), b._version, b.device) for b in buffers)
+    key = (device, fsq.symmetric, *((b.data_ptr(), b._version, b.device) for b in buffers))
     cached = getattr(fsq, "_bin_edges_cache", None)
     if cached is not None and cached[0] == key:
         return cached[1]

@@ -141,7 +141,14 @@ class _Spec:
         indices = torch.empty(outer * inner * self.G, dtype=torch.int32)
         if self.edges is not None:
             bad = self.kernel.forward_edges(
-                x, out, indices, self.geometry, self.edges, self.consts, self.D, self.G,
+                x,
+                out,
+                indices,
+                self.geometry,
+                self.edges,
+                self.consts,
+                self.D,
+                self.G,
                 self.symmetric,
             )
             return out, indices, None, bad

@@ -430,7 +430,7 @@ void fsq_backward(const void *g, int g_dt, const float *saved_t, void *gz, int g
 }
 
 /* ================================================ forward by bin edges
- * digit = number of edges <= z (edges: (D, K) float32, +inf padded; see
+ * digit = number of edges <= z (edges: (D, K) float32, NaN padded; see
  * fsqkit/quantizers/fsq_edges.py, which finds them with the reference path and
  * checks them). No tanh: K comparisons per element. Codes follow from the
  * digit with the reference's own float32 formula:

@@ -1,0 +1,308 @@
+"""The fused CUDA path of :class:`~fsqkit.FSQ` (Triton kernels, issue 6).
+
+Dimension legend: ``B`` batch, ``C = G * D`` channels, ``D = len(levels)``,
+``G`` codebooks, ``S`` spatial positions of a channel-first input, ``K`` bin
+edges per dimension.
+
+Forward compares each element with the reference's exact bin edges
+(:mod:`fsqkit.quantizers.fsq_edges`, computed once per module and device with
+the reference path on that device): one read of ``z``, one write of codes and
+int32 indices. Backward reads ``z`` (saved: the input itself) and the gradient,
+computes ``tanh`` once and writes the input gradient. That is the fewest bytes
+FSQ can move: 4 + 4 + 4/D bytes per float32 element forward, 12 backward.
+
+Codes, indices and gradients equal the reference path's bit for bit. The one
+thing that cannot be derived is whether libdevice's ``tanhf`` and the
+``1 - t*t`` of torch's ``tanh_backward`` (FMA or not) match torch's CUDA
+kernels: a probe compares both against the reference on the device at first
+use, picks the matching variant, and otherwise disables this path with one log
+line (the reference path then runs). No Triton, no path: one log line too.
+
+Applies to CUDA tensors of float32/bfloat16/float16, levels up to 64, int32
+indices, outside ``torch.compile`` tracing and training-time dither.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from fsqkit.quantizers.fsq_edges import bin_edges
+from fsqkit.quantizers.output import QuantizerOutput, zero_loss
+
+if TYPE_CHECKING:
+    from fsqkit.quantizers.fsq import FSQ
+
+log = logging.getLogger("fsqkit.fast")
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+NONFINITE_MESSAGE = "FSQ input contains NaN or infinite values"
+TILE_ELEMENTS = 4096
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"tried": False, "module": None, "reason": None}
+_probed: dict[torch.device, bool | None] = {}  # device -> FMA flag (None: probe failed)
+
+
+def triton_kernels() -> ModuleType | None:
+    """``fsqkit.quantizers.kernels.fsq_triton`` if Triton imports, else None (after
+    one log line)."""
+    if not _state["tried"]:
+        with _lock:
+            if not _state["tried"]:
+                try:
+                    from fsqkit.quantizers.kernels import fsq_triton
+
+                    _state["module"] = fsq_triton
+                except Exception as exc:  # ImportError, or a broken Triton install
+                    _state["reason"] = f"Triton unavailable ({type(exc).__name__}: {exc})"
+                    log.warning("fsqkit: %s; CUDA FSQ uses the reference path", _state["reason"])
+                _state["tried"] = True
+    return _state["module"]  # type: ignore[return-value]
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class GpuSpec:
+    """Constants and launch geometry for one ``(module, layout, dtype)``."""
+
+    def __init__(self, fsq: FSQ, edges: Tensor, geometry: tuple[int, int, int], fma: bool):
+        self.kernels = triton_kernels()
+        k = self.kernels
+        assert k is not None
+        device = edges.device
+        f32 = torch.float32
+        levels = fsq._levels.to(device, f32)
+        half_width = fsq._half_width.to(device, f32)
+        self.symmetric = fsq.symmetric
+        pow2 = bool(torch.all(torch.frexp(half_width).mantissa == 0.5))
+        self.mode = k.MODE_SYM if fsq.symmetric else (k.MODE_MULINV if pow2 else k.MODE_DIV)
+        sym_scale = 2.0 / (levels - 1)  # as FSQ.quantize_digits computes it
+        self.scale = (sym_scale if fsq.symmetric else half_width).contiguous()
+        self.inv = (1.0 / half_width).contiguous()
+        self.shift = torch.zeros_like(levels) if fsq.symmetric else fsq._shift.to(device, f32)
+        self.b = ((levels - 1) if fsq.symmetric else fsq._half_l.to(device, f32)).contiguous()
+        self.basis = fsq._basis.to(device, torch.int32).contiguous()
+        self.edges = edges.contiguous()  # (D, K)
+        self.K = edges.shape[1]
+        self.D = fsq.codebook_dim
+        self.G = fsq.num_codebooks
+        self.fma = fma
+        outer, C, inner = geometry
+        self.geometry = geometry
+        self.C, self.C_PAD, self.cf = C, _next_pow2(C), inner > 1
+        self.n_pos = outer * inner
+        per_tile = max(1, TILE_ELEMENTS // self.C_PAD)
+        if self.cf:
+            self.block = min(_next_pow2(inner), per_tile)
+            self.grid = (outer * triton_cdiv(inner, self.block),)
+        else:
+            self.block = min(_next_pow2(self.n_pos), per_tile)
+            self.grid = (triton_cdiv(self.n_pos, self.block),)
+        self.num_warps = 8 if self.block * self.C_PAD >= 2048 else 4
+
+    def forward(self, x: Tensor, out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """``(codes, indices (N * G,), nonfinite flag (1,))`` for contiguous ``x``."""
+        codes = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+        indices = torch.empty(self.n_pos * self.G, dtype=torch.int32, device=x.device)
+        flag = torch.zeros(1, dtype=torch.int32, device=x.device)
+        _, _, inner = self.geometry
+        self.kernels.fsq_forward_edges_kernel[self.grid](
+            x, codes, indices, flag, self.edges, self.scale, self.inv, self.basis,
+            self.n_pos, inner,
+            C=self.C, C_PAD=self.C_PAD, D=self.D, G=self.G, K=self.K, MODE=self.mode,
+            CF=self.cf, BLOCK=self.block, num_warps=self.num_warps, enable_reflect_ftz=False,
+        )  # fmt: skip
+        return codes, indices, flag
+
+    def backward(self, grad: Tensor, x: Tensor, out_dtype: torch.dtype) -> Tensor:
+        """Input gradient (``x``'s shape, ``out_dtype``) from the codes' gradient."""
+        grad_z = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+        _, _, inner = self.geometry
+        self.kernels.fsq_backward_kernel[self.grid](
+            grad, x, grad_z, self.shift, self.b, self.inv, self.scale, self.n_pos, inner,
+            C=self.C, C_PAD=self.C_PAD, D=self.D, MODE=self.mode, FMA=self.fma, CF=self.cf,
+            BLOCK=self.block, num_warps=self.num_warps, enable_reflect_ftz=False,
+        )  # fmt: skip
+        return grad_z
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _NonFinite(Exception):
+    """Raised inside the autograd function so that nothing is recorded."""
+
+
+class _FusedFSQCuda(torch.autograd.Function):
+    """``x (contiguous) -> (codes, indices)`` with the straight-through gradient;
+    saves ``x`` itself for backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, spec: GpuSpec, check: bool) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        codes, indices, flag = spec.forward(x, x.dtype)
+        if check and bool(flag.item()):
+            raise _NonFinite
+        ctx.spec = spec
+        ctx.save_for_backward(x)
+        ctx.mark_non_differentiable(indices)
+        return codes, indices
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor, _grad_indices: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        grad = grad_out.contiguous()
+        if grad.dtype not in SUPPORTED_DTYPES:
+            grad = grad.float()
+        return ctx.spec.backward(grad, x, x.dtype), None, None
+
+
+def _quantize(spec: GpuSpec, x: Tensor, check: bool) -> tuple[Tensor, Tensor]:
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FusedFSQCuda.apply(x, spec, check)
+    codes, indices, flag = spec.forward(x, x.dtype)
+    if check and bool(flag.item()):
+        raise _NonFinite
+    return codes, indices
+
+
+def _spec_for(fsq: FSQ, x: Tensor, geometry: tuple[int, int, int]) -> GpuSpec | None:
+    """Cached per module, device and geometry; None where this path does not apply."""
+    edges = bin_edges(fsq, x.device)
+    if edges is None:
+        return None
+    fma = probe(fsq, x.device)
+    if fma is None:
+        return None
+    key = (x.device, geometry, id(edges.edges), fma)
+    cache = fsq.__dict__.setdefault("_gpu_specs", {})
+    spec = cache.get(key)
+    if spec is None:
+        if len(cache) > 32:
+            cache.clear()
+        spec = cache[key] = GpuSpec(fsq, edges.edges, geometry, fma)
+    return spec
+
+
+def gpu_path_applies(fsq: FSQ, z: object) -> bool:
+    """Cheap checks first; the Triton import and the probe run once."""
+    if torch.compiler.is_compiling() or torch.jit.is_scripting():
+        return False
+    if getattr(fsq, "fast", None) is False or not isinstance(z, Tensor) or type(z) is not Tensor:
+        return False
+    if z.device.type != "cuda" or z.dtype not in SUPPORTED_DTYPES or z.numel() == 0:
+        return False
+    if fsq.training and (fsq.dither > 0 or fsq.passthrough > 0):
+        return False
+    if fsq.index_dtype != torch.int32 or z.numel() >= 2**31:
+        return False
+    if fsq.has_projections and fsq._proj_dtype() not in SUPPORTED_DTYPES:
+        return False
+    if fsq._levels.device != z.device:
+        return False  # the reference path will raise the device mismatch
+    return triton_kernels() is not None
+
+
+def gpu_forward(fsq: FSQ, z: Tensor) -> QuantizerOutput | None:
+    """``fsq(z)`` through the Triton kernels; None where the reference path must run
+    (levels above 64 or a failed probe). Raises ``ValueError`` on NaN/inf when
+    ``check_finite`` is on (one 4-byte device-to-host read, where the reference
+    path reduces ``isfinite`` over the whole input). With ``check_finite`` off,
+    NaN inputs give NaN codes (as the reference) and the index of digit 0 where
+    the reference's float-to-int cast gives an unspecified value; infinities
+    give the end codes, as the reference does."""
+    from fsqkit.quantizers.fsq_fast import _layout
+
+    G = fsq.num_codebooks
+    check = fsq.check_finite and not fsq.has_projections  # else FSQ.forward checked z
+    try:
+        if not fsq.has_projections:
+            x, geometry, moved = _layout(fsq, z)
+            spec = _spec_for(fsq, x, geometry)
+            if spec is None:
+                return None
+            codes, indices = _quantize(spec, x, check)
+            out = codes.movedim(-1, 1) if moved else codes
+            cf = fsq.channel_first and z.ndim >= 3
+            positions = (z.shape[0], *z.shape[2:]) if cf else z.shape[:-1]
+        else:
+            zp = fsq.project_in(fsq._to_channel_last(z)).contiguous()  # (..., G*D)
+            with torch.autocast(device_type="cuda", enabled=False):
+                zp32 = zp.float()
+                geometry = (zp32.numel() // zp32.shape[-1], zp32.shape[-1], 1)
+                spec = _spec_for(fsq, zp32, geometry)
+                if spec is None:
+                    return None
+                codes, indices = _quantize(spec, zp32, check)
+            out = fsq.project_out(codes.to(fsq._proj_dtype())).to(z.dtype)
+            out = fsq._from_channel_last(out)
+            positions = zp.shape[:-1]
+    except _NonFinite:
+        raise ValueError(NONFINITE_MESSAGE) from None
+    indices = indices.view(*positions, G) if G > 1 else indices.view(positions)
+    return QuantizerOutput(
+        quantized=out, indices=indices, aux_loss=zero_loss(out), codebook_size=fsq.codebook_size
+    )
+
+
+def probe(fsq: FSQ, device: torch.device) -> bool | None:
+    """At first use on ``device``: run the kernels against the reference path on a
+    probe (both ``tanh_backward`` variants) and return the FMA flag that matches
+    bit for bit, or None (after one log line) if neither does."""
+    if device in _probed:
+        return _probed[device]
+    with _lock:
+        if device not in _probed:
+            _probed[device] = _run_probe(device)
+    return _probed[device]
+
+
+def _run_probe(device: torch.device) -> bool | None:
+    from fsqkit.quantizers.fsq import FSQ
+
+    gen = torch.Generator().manual_seed(0)
+    found: bool | None = None
+    for fma in (True, False):
+        ok = True
+        for levels, symmetric in (([8, 5, 5, 5], False), ([7, 6, 5], False), ([8, 5, 3], True)):
+            ref = FSQ(levels, symmetric=symmetric, fast=False).to(device)
+            z = (torch.randn(65536, len(levels), generator=gen) * 3).to(device)
+            edges = bin_edges(ref, device)
+            if edges is None:
+                ok = False
+                break
+            spec = GpuSpec(ref, edges.edges, (z.shape[0], len(levels), 1), fma)
+            codes, indices, _ = spec.forward(z, torch.float32)
+            zr = z.clone().requires_grad_()
+            out = ref(zr)
+            g = torch.randn(z.shape, generator=gen).to(device)
+            out.quantized.backward(g)
+            grad = spec.backward(g, z, torch.float32)
+            same = (
+                torch.equal(codes.view(torch.int32), out.quantized.view(torch.int32))
+                and torch.equal(indices.long(), out.indices.long())
+                and torch.equal(grad.view(torch.int32), zr.grad.view(torch.int32))
+            )
+            if not same:
+                ok = False
+                break
+        if ok:
+            found = fma
+            break
+    if found is None:
+        log.warning(
+            "fsqkit: the Triton FSQ kernels do not reproduce torch's CUDA results bit for bit "
+            "on %s; CUDA FSQ uses the reference path",
+            device,
+        )
+    return found
