@@ -37,6 +37,7 @@ kernels use ``tanh`` for the forward pass as well.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,8 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from fsqkit.quantizers.fsq import FSQ
+
+log = logging.getLogger("fsqkit.fast")
 
 MAX_EDGES = 63  # levels up to 64; larger levels quantize through tanh
 WINDOW = 4096
@@ -140,27 +143,30 @@ def _margin_ok(fsq: FSQ, keys: Tensor, valid: Tensor) -> bool:
     return True
 
 
-def _verify(fsq: FSQ, keys: Tensor, valid: Tensor) -> bool:
+def _verify(fsq: FSQ, keys: Tensor, valid: Tensor) -> str:
     """Every edge must split its ``2 * WINDOW`` neighbouring floats cleanly, the
     code formula must match the reference on them, and the window must reach
-    far enough from the boundary (:func:`_margin_ok`)."""
+    far enough from the boundary (:func:`_margin_ok`). Returns what failed, or ''."""
     K, D = keys.shape
     device = keys.device
     keys = torch.where(valid, keys, _to_keys(torch.zeros((), device=device)))
     if not _margin_ok(fsq, keys, valid):
-        return False
+        return "tanh moves by fewer than 64 float32 steps across an edge's window"
     steps = torch.arange(-WINDOW, WINDOW, device=device).view(-1, 1, 1)  # (2W, 1, 1)
     probe = _from_keys(keys.unsqueeze(0) + steps)  # (2W, K, D)
     codes, digits = _reference(fsq, probe.reshape(-1, D))
     digits = digits.view(2 * WINDOW, K, D)
     k = torch.arange(K, device=device).view(1, K, 1)
     expected = k + (steps >= 0).to(torch.int64)  # (2W, K, 1)
-    ok = (digits == expected) | ~valid.unsqueeze(0)
+    if not bool(((digits == expected) | ~valid.unsqueeze(0)).all()):
+        return "the digit is not a clean step near an edge (tanh not monotone there)"
     formula = codes_from_digits(fsq, digits.reshape(-1, D))
-    same_code = torch.equal(formula.view(torch.int32), codes.view(torch.int32))
+    if not torch.equal(formula.view(torch.int32), codes.view(torch.int32)):
+        return "the code formula differs from the reference's codes"
     via_tanh = _digits_from_tanh(fsq, _tanh_of(fsq, probe.reshape(-1, D)))
-    same_digits = torch.equal(via_tanh, digits.reshape(-1, D))
-    return bool(ok.all()) and same_code and same_digits
+    if not torch.equal(via_tanh, digits.reshape(-1, D)):
+        return "the digit-from-tanh steps differ from the reference's"
+    return ""
 
 
 def compute_bin_edges(fsq: FSQ, device: torch.device) -> BinEdges | None:
@@ -174,7 +180,9 @@ def compute_bin_edges(fsq: FSQ, device: torch.device) -> BinEdges | None:
         return None  # the reference runs where the module's buffers are
     valid = torch.arange(K, device=device).unsqueeze(1) < (levels - 1).unsqueeze(0)  # (K, D)
     keys = _bisect(fsq, device, levels, K)
-    if not _verify(fsq, keys, valid):
+    failed = _verify(fsq, keys, valid)
+    if failed:
+        log.info("fsqkit: no bin edges for levels %s on %s: %s", fsq.levels, device, failed)
         return None
     edges = torch.where(valid, _from_keys(keys), torch.tensor(float("nan"), device=device))
     return BinEdges(edges=edges.t().contiguous())  # (D, K)

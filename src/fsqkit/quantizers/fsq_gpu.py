@@ -1,15 +1,14 @@
 """The fused CUDA path of :class:`~fsqkit.FSQ` (Triton kernels, issue 6).
 
-Dimension legend: ``B`` batch, ``C = G * D`` channels, ``D = len(levels)``,
-``G`` codebooks, ``S`` spatial positions of a channel-first input, ``K`` bin
-edges per dimension.
+Dimension legend: ``C = G * D`` channels, ``D = len(levels)``, ``G`` codebooks,
+``N`` positions.
 
-Forward compares each element with the reference's exact bin edges
-(:mod:`fsqkit.quantizers.fsq_edges`, computed once per module and device with
-the reference path on that device): one read of ``z``, one write of codes and
-int32 indices. Backward reads ``z`` (saved: the input itself) and the gradient,
-computes ``tanh`` once and writes the input gradient. That is the fewest bytes
-FSQ can move: 4 + 4 + 4/D bytes per float32 element forward, 12 backward.
+Forward reads ``z`` once and writes codes and int32 indices once, computing
+the reference's float32 operations in its order. Backward reads ``z`` (saved:
+the input itself) and the gradient, recomputes ``tanh`` and writes the input
+gradient. That is the fewest bytes FSQ can move: 4 + 4 + 4/D bytes per float32
+element forward, 12 backward. (Unlike the CPU kernel, the GPU kernel does not
+use bin edges: a GPU computes ``tanh`` for free in a memory-bound pass.)
 
 Codes, indices and gradients equal the reference path's bit for bit. The one
 thing that cannot be derived is whether libdevice's ``tanhf`` and the
@@ -18,8 +17,8 @@ kernels: a probe compares both against the reference on the device at first
 use, picks the matching variant, and otherwise disables this path with one log
 line (the reference path then runs). No Triton, no path: one log line too.
 
-Applies to CUDA tensors of float32/bfloat16/float16, levels up to 64, int32
-indices, outside ``torch.compile`` tracing and training-time dither.
+Applies to CUDA tensors of float32/bfloat16/float16 with int32 indices,
+outside ``torch.compile`` tracing and training-time dither.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from fsqkit.quantizers.fsq_edges import bin_edges
 from fsqkit.quantizers.output import QuantizerOutput, zero_loss
 
 if TYPE_CHECKING:
@@ -72,27 +70,26 @@ def _next_pow2(n: int) -> int:
 
 
 class GpuSpec:
-    """Constants and launch geometry for one ``(module, layout, dtype)``."""
+    """Constants and launch geometry for one ``(module, device, layout)``."""
 
-    def __init__(self, fsq: FSQ, edges: Tensor, geometry: tuple[int, int, int], fma: bool):
+    def __init__(self, fsq: FSQ, device: torch.device, geometry: tuple[int, int, int], fma: bool):
         self.kernels = triton_kernels()
         k = self.kernels
         assert k is not None
-        device = edges.device
         f32 = torch.float32
         levels = fsq._levels.to(device, f32)
         half_width = fsq._half_width.to(device, f32)
-        self.symmetric = fsq.symmetric
         pow2 = bool(torch.all(torch.frexp(half_width).mantissa == 0.5))
         self.mode = k.MODE_SYM if fsq.symmetric else (k.MODE_MULINV if pow2 else k.MODE_DIV)
-        sym_scale = 2.0 / (levels - 1)  # as FSQ.quantize_digits computes it
-        self.scale = (sym_scale if fsq.symmetric else half_width).contiguous()
+        sym = fsq.symmetric
+        # per dimension, as the reference computes them (FSQ.quantize_digits)
+        self.shift = torch.zeros_like(levels) if sym else fsq._shift.to(device, f32).contiguous()
+        self.b = (levels - 1) if sym else fsq._half_l.to(device, f32).contiguous()
+        self.offset = torch.zeros_like(levels) if sym else fsq._offset.to(device, f32).contiguous()
+        self.h = (2.0 / (levels - 1)) if sym else half_width.contiguous()
         self.inv = (1.0 / half_width).contiguous()
-        self.shift = torch.zeros_like(levels) if fsq.symmetric else fsq._shift.to(device, f32)
-        self.b = ((levels - 1) if fsq.symmetric else fsq._half_l.to(device, f32)).contiguous()
+        self.lm1 = (levels - 1).contiguous()
         self.basis = fsq._basis.to(device, torch.int32).contiguous()
-        self.edges = edges.contiguous()  # (D, K)
-        self.K = edges.shape[1]
         self.D = fsq.codebook_dim
         self.G = fsq.num_codebooks
         self.fma = fma
@@ -115,11 +112,11 @@ class GpuSpec:
         indices = torch.empty(self.n_pos * self.G, dtype=torch.int32, device=x.device)
         flag = torch.zeros(1, dtype=torch.int32, device=x.device)
         _, _, inner = self.geometry
-        self.kernels.fsq_forward_edges_kernel[self.grid](
-            x, codes, indices, flag, self.edges, self.scale, self.inv, self.basis,
-            self.n_pos, inner,
-            C=self.C, C_PAD=self.C_PAD, D=self.D, G=self.G, K=self.K, MODE=self.mode,
-            CF=self.cf, BLOCK=self.block, num_warps=self.num_warps, enable_reflect_ftz=False,
+        self.kernels.fsq_forward_kernel[self.grid](
+            x, codes, indices, flag, self.shift, self.b, self.offset, self.h, self.inv,
+            self.lm1, self.basis, self.n_pos, inner,
+            C=self.C, C_PAD=self.C_PAD, D=self.D, G=self.G, MODE=self.mode, CF=self.cf,
+            BLOCK=self.block, num_warps=self.num_warps, enable_reflect_ftz=False,
         )  # fmt: skip
         return codes, indices, flag
 
@@ -128,7 +125,7 @@ class GpuSpec:
         grad_z = torch.empty(x.shape, dtype=out_dtype, device=x.device)
         _, _, inner = self.geometry
         self.kernels.fsq_backward_kernel[self.grid](
-            grad, x, grad_z, self.shift, self.b, self.inv, self.scale, self.n_pos, inner,
+            grad, x, grad_z, self.shift, self.b, self.inv, self.h, self.n_pos, inner,
             C=self.C, C_PAD=self.C_PAD, D=self.D, MODE=self.mode, FMA=self.fma, CF=self.cf,
             BLOCK=self.block, num_warps=self.num_warps, enable_reflect_ftz=False,
         )  # fmt: skip
@@ -177,20 +174,18 @@ def _quantize(spec: GpuSpec, x: Tensor, check: bool) -> tuple[Tensor, Tensor]:
 
 
 def _spec_for(fsq: FSQ, x: Tensor, geometry: tuple[int, int, int]) -> GpuSpec | None:
-    """Cached per module, device and geometry; None where this path does not apply."""
-    edges = bin_edges(fsq, x.device)
-    if edges is None:
-        return None
-    fma = probe(fsq, x.device)
+    """Cached per module, device and geometry; None if the probe failed."""
+    fma = probe(x.device)
     if fma is None:
         return None
-    key = (x.device, geometry, id(edges.edges), fma)
+    buffers = (fsq._shift, fsq._half_l, fsq._offset, fsq._half_width, fsq._levels, fsq._basis)
+    key = (x.device, geometry, fma, *((b.data_ptr(), b._version) for b in buffers))
     cache = fsq.__dict__.setdefault("_gpu_specs", {})
     spec = cache.get(key)
     if spec is None:
         if len(cache) > 32:
             cache.clear()
-        spec = cache[key] = GpuSpec(fsq, edges.edges, geometry, fma)
+        spec = cache[key] = GpuSpec(fsq, x.device, geometry, fma)
     return spec
 
 
@@ -215,7 +210,7 @@ def gpu_path_applies(fsq: FSQ, z: object) -> bool:
 
 def gpu_forward(fsq: FSQ, z: Tensor) -> QuantizerOutput | None:
     """``fsq(z)`` through the Triton kernels; None where the reference path must run
-    (levels above 64 or a failed probe). Raises ``ValueError`` on NaN/inf when
+    (a failed probe). Raises ``ValueError`` on NaN/inf when
     ``check_finite`` is on (one 4-byte device-to-host read, where the reference
     path reduces ``isfinite`` over the whole input). With ``check_finite`` off,
     NaN inputs give NaN codes (as the reference) and the index of digit 0 where
@@ -255,7 +250,7 @@ def gpu_forward(fsq: FSQ, z: Tensor) -> QuantizerOutput | None:
     )
 
 
-def probe(fsq: FSQ, device: torch.device) -> bool | None:
+def probe(device: torch.device) -> bool | None:
     """At first use on ``device``: run the kernels against the reference path on a
     probe (both ``tanh_backward`` variants) and return the FMA flag that matches
     bit for bit, or None (after one log line) if neither does."""
@@ -271,34 +266,13 @@ def _run_probe(device: torch.device) -> bool | None:
     from fsqkit.quantizers.fsq import FSQ
 
     gen = torch.Generator().manual_seed(0)
+    cases = (([8, 5, 5, 5], False), ([7, 6, 5], False), ([8, 5, 3], True))
     found: bool | None = None
-    for fma in (True, False):
-        ok = True
-        for levels, symmetric in (([8, 5, 5, 5], False), ([7, 6, 5], False), ([8, 5, 3], True)):
-            ref = FSQ(levels, symmetric=symmetric, fast=False).to(device)
-            z = (torch.randn(65536, len(levels), generator=gen) * 3).to(device)
-            edges = bin_edges(ref, device)
-            if edges is None:
-                ok = False
+    with torch.enable_grad():
+        for fma in (True, False):
+            if all(_probe_case(FSQ, levels, sym, fma, device, gen) for levels, sym in cases):
+                found = fma
                 break
-            spec = GpuSpec(ref, edges.edges, (z.shape[0], len(levels), 1), fma)
-            codes, indices, _ = spec.forward(z, torch.float32)
-            zr = z.clone().requires_grad_()
-            out = ref(zr)
-            g = torch.randn(z.shape, generator=gen).to(device)
-            out.quantized.backward(g)
-            grad = spec.backward(g, z, torch.float32)
-            same = (
-                torch.equal(codes.view(torch.int32), out.quantized.view(torch.int32))
-                and torch.equal(indices.long(), out.indices.long())
-                and torch.equal(grad.view(torch.int32), zr.grad.view(torch.int32))
-            )
-            if not same:
-                ok = False
-                break
-        if ok:
-            found = fma
-            break
     if found is None:
         log.warning(
             "fsqkit: the Triton FSQ kernels do not reproduce torch's CUDA results bit for bit "
@@ -306,3 +280,20 @@ def _run_probe(device: torch.device) -> bool | None:
             device,
         )
     return found
+
+
+def _probe_case(fsq_cls, levels, symmetric, fma, device, gen) -> bool:
+    ref = fsq_cls(levels, symmetric=symmetric, fast=False).to(device)
+    z = (torch.randn(65536, len(levels), generator=gen) * 3).to(device)
+    spec = GpuSpec(ref, device, (z.shape[0], len(levels), 1), fma)
+    codes, indices, _ = spec.forward(z, torch.float32)
+    zr = z.clone().requires_grad_()
+    out = ref(zr)
+    g = torch.randn(z.shape, generator=gen).to(device)
+    out.quantized.backward(g)
+    grad = spec.backward(g, z, torch.float32)
+    return (
+        torch.equal(codes.view(torch.int32), out.quantized.view(torch.int32))
+        and torch.equal(indices.long(), out.indices.long())
+        and torch.equal(grad.view(torch.int32), zr.grad.view(torch.int32))
+    )

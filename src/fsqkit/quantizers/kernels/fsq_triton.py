@@ -2,14 +2,13 @@
 Triton is installed; see ``fsqkit/quantizers/fsq_gpu.py``).
 
 Dimension legend: ``C = G * D`` channels, ``D = len(levels)``, ``G``
-codebooks, ``K`` bin edges per dimension, ``S`` spatial positions of a
+codebooks, ``S`` spatial positions of a
 channel-first input (1 for channel-last), ``N`` positions.
 
-Forward (bin-edge mode, see ``fsq_edges.py``): the digit of each element is the
-number of its dimension's edges at or below it; codes follow from the digit with
-the reference's float32 formula. One read of ``z``, one write of codes and of
-int32 indices; no ``tanh``. Backward recomputes ``t = tanh(z + shift)`` and
-applies the reference's chain rule. Every float32 step uses libdevice's
+Forward: one read of ``z``, one write of codes and of int32 indices, with the
+reference's float32 operations in its order (``tanh`` included: on a GPU it is
+free, the kernels are memory-bound). Backward reads ``z`` and the gradient,
+recomputes ``t = tanh(z + shift)`` and applies the reference's chain rule. Every float32 step uses libdevice's
 explicitly rounded operations (``mul_rn``, ``div_rn``, ...): Triton's ``/`` is
 an approximate division, and ptxas would otherwise fuse a multiply and an add
 into one FMA, which rounds once where the reference's separate kernels round
@@ -62,6 +61,13 @@ if INTERPRET:
         t = (1.0 - e) / (1.0 + e)
         return tl.where(x < 0, -t, t)
 
+    @triton.jit
+    def _rint(x):
+        r = tl.floor(x)
+        frac = x - r
+        odd = (r - 2.0 * tl.floor(r / 2.0)) != 0.0
+        return tl.where((frac > 0.5) | ((frac == 0.5) & odd), r + 1.0, r)
+
 else:
     from triton.language.extra import libdevice
 
@@ -88,6 +94,10 @@ else:
     @triton.jit
     def _tanh(x):
         return libdevice.tanh(x)
+
+    @triton.jit
+    def _rint(x):
+        return libdevice.rint(x)
 
 
 MODE_DIV, MODE_MULINV, MODE_SYM = 0, 1, 2
@@ -149,14 +159,17 @@ def _per_channel(ptr, index, C: tl.constexpr, C_PAD: tl.constexpr, CF: tl.conste
 
 
 @triton.jit
-def fsq_forward_edges_kernel(
+def fsq_forward_kernel(
     z_ptr,
     codes_ptr,
     idx_ptr,
     flag_ptr,
-    edges_ptr,
-    scale_ptr,
-    inv_ptr,
+    shift_ptr,
+    b_ptr,
+    offset_ptr,
+    h_ptr,
+    r_ptr,
+    lm1_ptr,
     basis_ptr,
     n_pos,
     S,
@@ -164,31 +177,45 @@ def fsq_forward_edges_kernel(
     C_PAD: tl.constexpr,
     D: tl.constexpr,
     G: tl.constexpr,
-    K: tl.constexpr,
     MODE: tl.constexpr,
     CF: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """codes (z's layout and the codes' dtype), int32 indices ``(N, G)``, and
-    ``flag[0] = 1`` if any element is NaN or infinite."""
+    ``flag[0] = 1`` if any element is NaN or infinite. The reference's ops, in its
+    order (``FSQ.quantize_digits``):
+
+    asymmetric: ``x = tanh(z + shift) * half_l - offset``, ``q = x + (rint(x) - x)``,
+    ``code = q / h`` (``q * (1/h)`` when ``h`` is a power of two: the same value),
+    ``digit = rint(x) + h``; symmetric: ``x = ((L-1) * (tanh(z) + 1)) / 2``,
+    ``code = q * scale - 1``, ``digit = rint(x)``; digits clamped to ``[0, L-1]``.
+    """
     offs, mask, pos, pmask = _tile(tl.program_id(0), n_pos, S, C, C_PAD, CF, BLOCK)
     d = tl.arange(0, C_PAD) % D
     z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    cnt = tl.zeros(z.shape, tl.int32)
-    for k in tl.static_range(K):
-        e = _per_channel(edges_ptr, d * K + k, C, C_PAD, CF, float("inf"))
-        cnt += (z >= e).to(tl.int32)
-    dv = cnt.to(tl.float32)
-    sc = _per_channel(scale_ptr, d, C, C_PAD, CF, 1.0)
+    t = _tanh(_add(z, _per_channel(shift_ptr, d, C, C_PAD, CF, 0.0)))
+    lm1 = _per_channel(lm1_ptr, d, C, C_PAD, CF, 1.0)
+    h = _per_channel(h_ptr, d, C, C_PAD, CF, 1.0)
     if MODE == 2:
-        code = _sub(_mul(dv, sc), 1.0)
-    elif MODE == 1:
-        code = _mul(_sub(dv, sc), _per_channel(inv_ptr, d, C, C_PAD, CF, 1.0))
+        x = _div(_mul(lm1, _add(t, 1.0)), 2.0)
     else:
-        code = _div(_sub(dv, sc), sc)
-    code = tl.where(z == z, code, z)  # NaN stays NaN, as in the reference
+        x = _sub(_mul(t, _per_channel(b_ptr, d, C, C_PAD, CF, 0.0)),
+                 _per_channel(offset_ptr, d, C, C_PAD, CF, 0.0))  # fmt: skip
+    r = _rint(x)
+    q = _add(x, _sub(r, x))  # the straight-through value: r, with -0 -> +0
+    if MODE == 2:
+        code = _sub(_mul(q, h), 1.0)
+        digit = r
+    elif MODE == 1:
+        code = _mul(q, _per_channel(r_ptr, d, C, C_PAD, CF, 1.0))
+        digit = _add(r, h)
+    else:
+        code = _div(q, h)
+        digit = _add(r, h)
     tl.store(codes_ptr + offs, code.to(codes_ptr.dtype.element_ty), mask=mask)
-    w = tl.where(mask, cnt * _per_channel(basis_ptr, d, C, C_PAD, CF, 0), 0)
+    clamped = tl.minimum(tl.maximum(digit, 0.0), lm1)
+    digit = tl.where(digit == digit, clamped, digit)  # NaN stays NaN, as torch's clamp
+    w = tl.where(mask, digit.to(tl.int32) * _per_channel(basis_ptr, d, C, C_PAD, CF, 0), 0)
     if G == 1:
         tl.store(idx_ptr + pos, _sum_channels(w, CF), mask=pmask)
     else:
