@@ -18,3 +18,13 @@ timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider tests/te
     2>&1 | tee "$OUT/tests.log" | tail -25
 timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_fsq.py --device cuda --repeats 30 \
     --warmup 5 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+# Diagnostic: do exact bin edges exist on this GPU (the CPU kernel's forward mode)?
+python3 -c "
+import logging, torch
+logging.basicConfig(level=logging.INFO)
+from fsqkit import FSQ
+from fsqkit.quantizers.fsq_edges import compute_bin_edges
+for sym in (False, True):
+    f = FSQ([8, 5, 5, 5], symmetric=sym).cuda()
+    print('cuda bin edges, symmetric', sym, ':', compute_bin_edges(f, torch.device('cuda')) is not None)
+" 2>&1 | tail -4
