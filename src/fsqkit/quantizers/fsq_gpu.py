@@ -41,7 +41,8 @@ log = logging.getLogger("fsqkit.fast")
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 NONFINITE_MESSAGE = "FSQ input contains NaN or infinite values"
-TILE_ELEMENTS = 4096
+TILE_ELEMENTS = 4096  # elements per Triton program
+NUM_WARPS: int | None = None  # None: 8 for tiles of 2048 elements or more, else 4
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "module": None, "reason": None}
@@ -104,7 +105,7 @@ class GpuSpec:
         else:
             self.block = min(_next_pow2(self.n_pos), per_tile)
             self.grid = (triton_cdiv(self.n_pos, self.block),)
-        self.num_warps = 8 if self.block * self.C_PAD >= 2048 else 4
+        self.num_warps = NUM_WARPS or (8 if self.block * self.C_PAD >= 2048 else 4)
 
     def forward(self, x: Tensor, out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
         """``(codes, indices (N * G,), nonfinite flag (1,))`` for contiguous ``x``."""

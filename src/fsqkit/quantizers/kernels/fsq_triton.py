@@ -113,23 +113,33 @@ def _tile(
     CF: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """``(element offsets, mask, positions, position mask)`` of this program's tile."""
+    """``(element offsets, mask, positions, position mask)`` of this program's tile.
+
+    int32 offsets (the caller guarantees fewer than 2**31 elements). When ``C`` is
+    a power of two the mask has no channel term, so that it is constant along the
+    contiguous axis and loads and stores can be vectorized."""
     c = tl.arange(0, C_PAD)
     if CF:
         # grid (outer * cdiv(S, BLOCK),); tile (C_PAD, BLOCK), positions along axis 1
         blocks = tl.cdiv(S, BLOCK)
-        b = (pid0 // blocks).to(tl.int64)
+        b = pid0 // blocks
         s = (pid0 % blocks) * BLOCK + tl.arange(0, BLOCK)
         pmask = s < S
-        offs = b * C * S + c[:, None].to(tl.int64) * S + s[None, :]
-        mask = (c[:, None] < C) & pmask[None, :]
+        offs = b * (C * S) + c[:, None] * S + s[None, :]
+        if C == C_PAD:
+            mask = pmask[None, :]
+        else:
+            mask = (c[:, None] < C) & pmask[None, :]
         pos = b * S + s
     else:
         # grid (cdiv(N, BLOCK),); tile (BLOCK, C_PAD), positions along axis 0
-        pos = (pid0 * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
+        pos = pid0 * BLOCK + tl.arange(0, BLOCK)
         pmask = pos < n_pos
         offs = pos[:, None] * C + c[None, :]
-        mask = pmask[:, None] & (c[None, :] < C)
+        if C == C_PAD:
+            mask = pmask[:, None]
+        else:
+            mask = pmask[:, None] & (c[None, :] < C)
     return offs, mask, pos, pmask
 
 

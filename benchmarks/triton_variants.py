@@ -1,0 +1,95 @@
+"""Tuning aid for the Triton FSQ kernels (GPU only): achieved GB/s of the forward
+and backward kernels for several tile sizes and warp counts, next to plain
+Triton streaming kernels that bound what the layout can reach, and the fixed
+per-call cost of the module. Kernel times are ``triton.testing.do_bench``
+medians (CUDA events).
+
+    python benchmarks/triton_variants.py
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from fsqkit import FSQ
+from fsqkit.quantizers import fsq_gpu
+from fsqkit.quantizers.fsq_fast import _layout
+
+
+@triton.jit
+def _stream2(a_ptr, b_ptr, out_ptr, n, BLOCK: tl.constexpr, TANH: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    a = tl.load(a_ptr + offs, mask=m, other=0.0)
+    b = tl.load(b_ptr + offs, mask=m, other=0.0)
+    if TANH:
+        t = libdevice.tanh(a)
+        r = b * (1.0 - t * t)
+    else:
+        r = a * b
+    tl.store(out_ptr + offs, r, mask=m)
+
+
+def bench(fn) -> float:
+    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e-3
+
+
+def copy_bandwidth(dev: torch.device) -> float:
+    src = torch.empty(2**28, device=dev)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / bench(partial(dst.copy_, src)) / 1e9
+
+
+def main() -> None:
+    dev = torch.device("cuda")
+    copy = copy_bandwidth(dev)
+    print(f"{torch.cuda.get_device_name(dev)}: copy {copy:.0f} GB/s")
+    rows = []
+    for label, shape, cf in (
+        ("(2^24, 4)", (2**24, 4), False),
+        ("(256, 4, 128, 128)", (256, 4, 128, 128), True),
+    ):
+        f = FSQ([8, 5, 5, 5], channel_first=cf).to(dev)
+        z = torch.randn(shape, device=dev) * 2
+        g = torch.randn(shape, device=dev)
+        n = z.numel()
+        out = torch.empty_like(z)
+        for tanh in (False, True):
+            for block in (1024, 4096):
+                launch = _stream2[(triton.cdiv(n, block),)]
+                t = bench(partial(launch, z, g, out, n, BLOCK=block, TANH=tanh))
+                rows.append(
+                    (label, f"1-D stream{' +tanh' if tanh else ''} {block}", 12 * n / t / 1e9)
+                )
+        x, geometry, _ = _layout(f, z)
+        fma = fsq_gpu.probe(dev)
+        for tile, warps in ((1024, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 8), (16384, 16)):
+            fsq_gpu.TILE_ELEMENTS, fsq_gpu.NUM_WARPS = tile, warps
+            spec = fsq_gpu.GpuSpec(f, dev, geometry, bool(fma))
+            tf = bench(partial(spec.forward, x, torch.float32))
+            tb = bench(partial(spec.backward, g, x, torch.float32))
+            rows.append((label, f"forward tile {tile} warps {warps}", (8 * n + n) / tf / 1e9))
+            rows.append((label, f"backward tile {tile} warps {warps}", 12 * n / tb / 1e9))
+        fsq_gpu.TILE_ELEMENTS, fsq_gpu.NUM_WARPS = 4096, None
+    for label, gbs in ((r[0] + " " + r[1], r[2]) for r in rows):
+        print(f"{label:55s} {gbs:8.0f} GB/s  {100 * gbs / copy:4.0f}% of copy")
+    # fixed cost per module call at a small size (host side dominates)
+    small = torch.randn(2**20, 4, device=dev)
+    for check in (True, False):
+        f = FSQ([8, 5, 5, 5], check_finite=check).to(dev)
+        ref = FSQ([8, 5, 5, 5], check_finite=check, fast=False).to(dev)
+        with torch.no_grad():
+            print(
+                f"(2^20, 4) module call, check_finite={check}: fsqkit "
+                f"{bench(lambda f=f: f(small)) * 1e6:.0f} us, reference "
+                f"{bench(lambda r=ref: r(small)) * 1e6:.0f} us"
+            )
+
+
+if __name__ == "__main__":
+    main()
