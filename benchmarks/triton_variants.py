@@ -36,7 +36,11 @@ def _stream2(a_ptr, b_ptr, out_ptr, n, BLOCK: tl.constexpr, TANH: tl.constexpr):
 
 
 def bench(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e-3
+    return triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median") * 1e-3
+
+
+def report(label: str, gbs: float, copy: float) -> None:
+    print(f"{label:55s} {gbs:8.0f} GB/s  {100 * gbs / copy:4.0f}% of copy", flush=True)
 
 
 def copy_bandwidth(dev: torch.device) -> float:
@@ -48,8 +52,7 @@ def copy_bandwidth(dev: torch.device) -> float:
 def main() -> None:
     dev = torch.device("cuda")
     copy = copy_bandwidth(dev)
-    print(f"{torch.cuda.get_device_name(dev)}: copy {copy:.0f} GB/s")
-    rows = []
+    print(f"{torch.cuda.get_device_name(dev)}: copy {copy:.0f} GB/s", flush=True)
     for label, shape, cf in (
         ("(2^24, 4)", (2**24, 4), False),
         ("(256, 4, 128, 128)", (256, 4, 128, 128), True),
@@ -63,21 +66,18 @@ def main() -> None:
             for block in (1024, 4096):
                 launch = _stream2[(triton.cdiv(n, block),)]
                 t = bench(partial(launch, z, g, out, n, BLOCK=block, TANH=tanh))
-                rows.append(
-                    (label, f"1-D stream{' +tanh' if tanh else ''} {block}", 12 * n / t / 1e9)
-                )
+                kind = "1-D stream +tanh" if tanh else "1-D stream"
+                report(f"{label} {kind} {block}", 12 * n / t / 1e9, copy)
         x, geometry, _ = _layout(f, z)
         fma = fsq_gpu.probe(dev)
-        for tile, warps in ((1024, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 8), (16384, 16)):
+        for tile, warps in ((4096, 8), (1024, 4), (2048, 4), (8192, 8)):
             fsq_gpu.TILE_ELEMENTS, fsq_gpu.NUM_WARPS = tile, warps
             spec = fsq_gpu.GpuSpec(f, dev, geometry, bool(fma))
             tf = bench(partial(spec.forward, x, torch.float32))
             tb = bench(partial(spec.backward, g, x, torch.float32))
-            rows.append((label, f"forward tile {tile} warps {warps}", (8 * n + n) / tf / 1e9))
-            rows.append((label, f"backward tile {tile} warps {warps}", 12 * n / tb / 1e9))
+            report(f"{label} forward tile {tile} warps {warps}", (8 * n + n) / tf / 1e9, copy)
+            report(f"{label} backward tile {tile} warps {warps}", 12 * n / tb / 1e9, copy)
         fsq_gpu.TILE_ELEMENTS, fsq_gpu.NUM_WARPS = 4096, None
-    for label, gbs in ((r[0] + " " + r[1], r[2]) for r in rows):
-        print(f"{label:55s} {gbs:8.0f} GB/s  {100 * gbs / copy:4.0f}% of copy")
     # fixed cost per module call at a small size (host side dominates)
     small = torch.randn(2**20, 4, device=dev)
     for check in (True, False):
