@@ -131,6 +131,7 @@ class _Spec:
         found = bin_edges(fsq, torch.device("cpu")) if USE_BIN_EDGES else None
         _, C, inner = geometry
         fits = found is not None and kernel.edges_fit(C, found.num_edges, inner == 1)
+        self._found = found  # keeps it alive: _spec_for keys on its id
         self.edges = found.edges if fits else None
 
     def run(self, x: Tensor, save_t: bool) -> tuple[Tensor, Tensor, Tensor | None, bool]:
@@ -157,6 +158,20 @@ class _Spec:
             x, out, saved_t, indices, self.geometry, self.consts, self.D, self.G, self.symmetric
         )
         return out, indices, saved_t, bad
+
+
+def _spec_for(fsq: FSQ, kernel: CpuKernel, geometry, out_dtype) -> _Spec:
+    """A cached :class:`_Spec` (rebuilt when a constant buffer changes)."""
+    consts = _constants(fsq)
+    edges = bin_edges(fsq, torch.device("cpu")) if USE_BIN_EDGES else None
+    key = (geometry, out_dtype, id(consts), id(edges), USE_BIN_EDGES)
+    cache = fsq.__dict__.setdefault("_cpu_specs", {})
+    spec = cache.get(key)
+    if spec is None:
+        if len(cache) > 32:
+            cache.clear()
+        spec = cache[key] = _Spec(kernel, fsq, geometry, out_dtype)
+    return spec
 
 
 class _NonFinite(Exception):
@@ -220,7 +235,7 @@ def _layout(fsq: FSQ, z: Tensor) -> tuple[Tensor, tuple[int, int, int], bool]:
 
 
 def _quantize(fsq: FSQ, kernel: CpuKernel, x: Tensor, geometry, out_dtype) -> tuple[Tensor, Tensor]:
-    spec = _Spec(kernel, fsq, geometry, out_dtype)
+    spec = _spec_for(fsq, kernel, geometry, out_dtype)
     if torch.is_grad_enabled() and x.requires_grad:
         return _FusedFSQ.apply(x, spec)
     out, indices, _, bad = spec.run(x, save_t=False)

@@ -467,14 +467,14 @@ static int all_pow2(const float *v, int D) {
 enum { CODE_DIV = 0, CODE_MULINV = 1, CODE_SYM = 2 };
 
 #if defined(__x86_64__)
-/* Eight elements: count the edges at or below each (E[k] per lane), write codes
- * and weighted digits. mode: CODE_DIV (d - h) / h, CODE_MULINV (d - h) * (1/h),
- * CODE_SYM d * s - 1. */
-__attribute__((target("avx2"))) static inline void edges8(const float *src, const __m256 *E,
-                                                          int K, __m256 sc, __m256 inv, int mode,
-                                                          __m256i w, float *code,
-                                                          int32_t *wdig) {
-    __m256 v = _mm256_loadu_ps(src);
+/* Eight elements v: count the edges at or below each (E[k] per lane), write the
+ * codes and return the weighted digits; lanes holding NaN/inf are ORed into
+ * *bad. mode: CODE_DIV (d - h) / h, CODE_MULINV (d - h) * (1/h), CODE_SYM
+ * d * s - 1. */
+__attribute__((target("avx2"))) static inline __m256i edges8(__m256 v, const __m256 *E, int K,
+                                                             __m256 sc, __m256 inv, int mode,
+                                                             __m256i w, float *code,
+                                                             __m256 *bad) {
     __m256i c = _mm256_setzero_si256();
     for (int k = 0; k < K; k++)
         c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(v, E[k], _CMP_GE_OQ)));
@@ -484,30 +484,78 @@ __attribute__((target("avx2"))) static inline void edges8(const float *src, cons
     else if (mode == CODE_MULINV) q = _mm256_mul_ps(_mm256_sub_ps(d, sc), inv);
     else q = _mm256_div_ps(_mm256_sub_ps(d, sc), sc);
     _mm256_storeu_ps(code, q);
-    _mm256_storeu_si256((__m256i *)wdig, _mm256_mullo_epi32(c, w));
+    /* v - v is 0 for finite v and NaN otherwise */
+    *bad = _mm256_or_ps(*bad, _mm256_cmp_ps(_mm256_sub_ps(v, v), v, _CMP_UNORD_Q));
+    return _mm256_mullo_epi32(c, w);
 }
 
-/* Channel-last with C dividing 8: every vector of 8 has the same channel pattern. */
-__attribute__((target("avx2"))) static void edges_cl8(const float *src, int n, const float *ep,
-                                                      int K, const float *sp, const float *ip,
-                                                      int mode, const int32_t *wp, float *code,
-                                                      int32_t *wdig) {
+__attribute__((target("avx2"))) static inline int any_lane(__m256 m) {
+    return _mm256_movemask_ps(m) != 0;
+}
+
+/* Channel-last with C dividing 8: every vector of 8 has the same channel pattern.
+ * n is a multiple of 8; lanes past nvalid (padding) are neither checked nor
+ * indexed. Index sums of D consecutive weighted digits go to idx (one per group;
+ * idx has room for n / D entries). Returns nonzero on NaN/inf. */
+__attribute__((target("avx2"))) static int edges_cl8(const float *src, int n, int nvalid,
+                                                     const float *ep, int K, const float *sp,
+                                                     const float *ip, int mode,
+                                                     const int32_t *wp, int D, float *code,
+                                                     int32_t *wdig, int32_t *idx) {
     __m256 E[MAXK];
     for (int k = 0; k < K; k++) E[k] = _mm256_loadu_ps(ep + 8 * k);
     __m256 sc = _mm256_loadu_ps(sp), inv = _mm256_loadu_ps(ip);
     __m256i w = _mm256_loadu_si256((const __m256i *)wp);
-    for (int j = 0; j < n; j += 8) edges8(src + j, E, K, sc, inv, mode, w, code + j, wdig + j);
+    __m256 bad = _mm256_setzero_ps();
+    int full = nvalid & ~7;
+    for (int j = 0; j < n; j += 8) {
+        __m256 lanebad = _mm256_setzero_ps();
+        __m256i wd = edges8(_mm256_loadu_ps(src + j), E, K, sc, inv, mode, w, code + j, &lanebad);
+        if (j < full) bad = _mm256_or_ps(bad, lanebad);
+        if (D == 4) { /* two groups per vector: horizontal sums within 128-bit halves */
+            __m256i h = _mm256_hadd_epi32(wd, wd);
+            h = _mm256_hadd_epi32(h, h);
+            idx[j / 4] = _mm256_extract_epi32(h, 0);
+            idx[j / 4 + 1] = _mm256_extract_epi32(h, 4);
+        } else {
+            _mm256_storeu_si256((__m256i *)(wdig + j), wd);
+        }
+    }
+    int lbad = any_lane(bad);
+    for (int j = full; j < nvalid; j++) lbad |= !(src[j] - src[j] == 0.0f);
+    if (D != 4) sum_groups(wdig, idx, n / D, D);
+    return lbad;
 }
 
-/* One channel run of np positions (channel-first); writes up to 7 past np. */
-__attribute__((target("avx2"))) static void edges_run(const float *src, int np, const float *e,
-                                                      int K, float scale, float invs, int mode,
-                                                      int32_t b, float *code, int32_t *wdig) {
+/* One channel run of np positions (channel-first): codes (up to 7 written past
+ * np), weighted digits added to idx[p * G] (idx has room for 7 more groups).
+ * Returns nonzero on NaN/inf among the np values. */
+__attribute__((target("avx2"))) static int edges_run(const float *src, int np, const float *e,
+                                                     int K, float scale, float invs, int mode,
+                                                     int32_t b, int G, float *code,
+                                                     int32_t *wdig, int32_t *idx) {
     __m256 E[MAXK];
     for (int k = 0; k < K; k++) E[k] = _mm256_set1_ps(e[k]);
     __m256 sc = _mm256_set1_ps(scale), inv = _mm256_set1_ps(invs);
     __m256i w = _mm256_set1_epi32(b);
-    for (int p = 0; p < np; p += 8) edges8(src + p, E, K, sc, inv, mode, w, code + p, wdig + p);
+    __m256 bad = _mm256_setzero_ps();
+    int full = np & ~7;
+    for (int p = 0; p < np; p += 8) {
+        __m256 lanebad = _mm256_setzero_ps();
+        __m256i wd = edges8(_mm256_loadu_ps(src + p), E, K, sc, inv, mode, w, code + p, &lanebad);
+        if (p < full) bad = _mm256_or_ps(bad, lanebad);
+        if (G == 1) {
+            __m256i acc = _mm256_loadu_si256((const __m256i *)(idx + p));
+            _mm256_storeu_si256((__m256i *)(idx + p), _mm256_add_epi32(acc, wd));
+        } else {
+            _mm256_storeu_si256((__m256i *)(wdig + p), wd);
+        }
+    }
+    int lbad = any_lane(bad);
+    for (int p = full; p < np; p++) lbad |= !(src[p] - src[p] == 0.0f);
+    if (G > 1)
+        for (int p = 0; p < np; p++) idx[p * G] += wdig[p];
+    return lbad;
 }
 #endif
 
@@ -542,7 +590,10 @@ int fsq_forward_edges(const void *z, int z_dt, void *out, int out_dt, int32_t *i
     float sp[MAXPAT], ip[MAXPAT];
     int32_t wp[MAXPAT];
     float scale[MAXC], inv[MAXC];
+    int kd[MAXC]; /* edges per dimension (NaN padding excluded) */
     for (int d = 0; d < D; d++) {
+        kd[d] = 0;
+        for (int k = 0; k < K; k++) kd[d] += edges[d * K + k] == edges[d * K + k];
         scale[d] = symmetric ? sym_scale[d] : half_width[d];
         inv[d] = 1.0f / scale[d];
     }
@@ -556,14 +607,14 @@ int fsq_forward_edges(const void *z, int z_dt, void *out, int out_dt, int32_t *i
         }
     }
     int bad = 0;
-    int stream = outer * C * inner * 4 >= STREAM_BYTES;
+    int stream = 0; /* codes and gradients are read by the next layer: keep them cached */
     if (outer * C * inner < PARALLEL_MIN) num_threads = 1;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) reduction(| : bad) if (num_threads > 1)
     for (int64_t tix = 0; tix < t.n_tiles; tix++) {
         float u[TILE + MAXPAT] __attribute__((aligned(64)));
         float code[TILE + MAXPAT] __attribute__((aligned(64)));
         int32_t dig[TILE + MAXPAT] __attribute__((aligned(64)));
-        int32_t idx[TILE];
+        int32_t idx[TILE + 64] __attribute__((aligned(64)));
         int64_t o, s;
         int np = tile_span(&t, tix, &o, &s);
         int n = np * (int)C;
@@ -576,12 +627,14 @@ int fsq_forward_edges(const void *z, int z_dt, void *out, int out_dt, int32_t *i
                 load_run(u, z, z_dt, off, n);
                 for (int j = n; j < nr; j++) u[j] = 0.0f;
             }
-            bad |= any_nonfinite(src, n);
             /* partial tiles go through the staging buffer (it has room for nr) */
             float *cdst = (out_dt == DT_F32 && !stream && nr == n) ? (float *)out + off : code;
             if (PAT == 8) {
-                edges_cl8(src, nr, ep, K, sp, ip, mode, wp, cdst, dig);
+                int32_t *idst = nr == n ? indices + s * G : idx;
+                bad |= edges_cl8(src, nr, n, ep, K, sp, ip, mode, wp, D, cdst, dig, idst);
+                if (idst == idx) memcpy(indices + s * G, idx, (size_t)np * G * 4);
             } else {
+                bad |= any_nonfinite(src, n);
                 for (int j0 = 0; j0 < nr; j0 += PAT) {
                     for (int jj = 0; jj < PAT; jj++) {
                         float v = src[j0 + jj];
@@ -594,28 +647,24 @@ int fsq_forward_edges(const void *z, int z_dt, void *out, int out_dt, int32_t *i
                         dig[j0 + jj] = cnt * wp[jj];
                     }
                 }
+                sum_groups(dig, indices + s * G, np * G, D);
             }
-            sum_groups(dig, indices + s * G, np * G, D);
             if (cdst == code) scatter(&t, out, out_dt, code, o, s, np, stream);
         } else {
             /* runs of one channel; read and written in place when float32 and
              * a whole number of vectors (edges_run writes up to 7 past np) */
             int whole = np % 8 == 0;
-            for (int p = 0; p < np * G; p++) idx[p] = 0;
+            for (int p = 0; p < np * G + 8; p++) idx[p] = 0;
             for (int c = 0; c < C; c++) {
                 int d = c % D, g = c / D;
                 int64_t roff = run_offset(&t, o, s, c);
                 const float *src = u;
                 if (z_dt == DT_F32 && whole) src = (const float *)z + roff;
                 else load_run(u, z, z_dt, roff, np);
-                bad |= any_nonfinite(src, np);
                 int direct = out_dt == DT_F32 && !stream && whole;
                 float *cdst = direct ? (float *)out + roff : code;
-                edges_run(src, np, edges + d * K, K, scale[d], inv[d], mode, basis[d], cdst, dig);
-                if (G == 1)
-                    for (int p = 0; p < np; p++) idx[p] += dig[p];
-                else
-                    for (int p = 0; p < np; p++) idx[p * G + g] += dig[p];
+                bad |= edges_run(src, np, edges + d * K, kd[d], scale[d], inv[d], mode, basis[d],
+                                 G, cdst, dig, idx + g);
                 if (!direct) {
                     if (stream && out_dt == DT_F32) stream_copy((float *)out + roff, code, np);
                     else store_run(out, out_dt, roff, code, np);
@@ -708,7 +757,7 @@ void fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, 
             he[j] = hc[c];
         }
     }
-    int stream = outer * C * inner * 4 >= STREAM_BYTES;
+    int stream = 0; /* codes and gradients are read by the next layer: keep them cached */
     if (outer * C * inner < PARALLEL_MIN) num_threads = 1;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) if (num_threads > 1)
     for (int64_t tix = 0; tix < t.n_tiles; tix++) {
@@ -744,9 +793,15 @@ void fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, 
          * per-call cost is not negligible at a few hundred elements) */
         for (int c = 0; c < C; c++) {
             float *uc = u + c * np;
-            load_run(uc, z, z_dt, run_offset(&t, o, s, c), np);
+            int64_t zoff = run_offset(&t, o, s, c);
             float sh = ac[c];
-            for (int j = 0; j < np; j++) uc[j] = uc[j] + sh;
+            if (z_dt == DT_F32) {
+                const float *zs = (const float *)z + zoff;
+                for (int j = 0; j < np; j++) uc[j] = zs[j] + sh;
+            } else {
+                load_run(uc, z, z_dt, zoff, np);
+                for (int j = 0; j < np; j++) uc[j] = uc[j] + sh;
+            }
         }
         tanh_inplace(u, np * (int)C);
         for (int c = 0; c < C; c++) {
