@@ -118,15 +118,89 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)(bits >> 16);
 }
 
+/* Eight-wide conversions (F16C / AVX2); the scalar loops below finish the tails
+ * and give the same bits (round to nearest even; a NaN stays a quiet NaN). */
+#if defined(__x86_64__)
+__attribute__((target("avx2,f16c"))) static int load_f16_8(float *dst, const void *s, int n) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(dst + j,
+                         _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)s + j))));
+    return j;
+}
+
+__attribute__((target("avx2,f16c"))) static int store_f16_8(void *d, const float *src, int n) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm_storeu_si128((__m128i *)((uint16_t *)d + j),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT));
+    return j;
+}
+
+__attribute__((target("avx2"))) static int load_bf16_8(float *dst, const void *s, int n) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)s + j)));
+        _mm256_storeu_ps(dst + j, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+    }
+    return j;
+}
+
+/* As f32_to_bf16: bits + 0x7FFF + ((bits >> 16) & 1), NaN -> 0x7FC0. */
+__attribute__((target("avx2"))) static inline __m128i f32_to_bf16_8(__m256 f) {
+    const __m256i bias = _mm256_set1_epi32(0x7FFF), one = _mm256_set1_epi32(1);
+    __m256i b = _mm256_castps_si256(f);
+    __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(b, 16), one)));
+    r = _mm256_srli_epi32(r, 16);
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0),
+                           _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+}
+
+__attribute__((target("avx2"))) static int store_bf16_8(void *d, const float *src, int n) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm_storeu_si128((__m128i *)((uint16_t *)d + j), f32_to_bf16_8(_mm256_loadu_ps(src + j)));
+    return j;
+}
+
+/* Eight elements of dtype dt at element offset j, as float32 (and back). */
+__attribute__((target("avx2,f16c"))) static inline __m256 load8(const void *p, int dt, int64_t j) {
+    if (dt == DT_F32) return _mm256_loadu_ps((const float *)p + j);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + j));
+    if (dt == DT_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target("avx2,f16c"))) static inline void store8(void *p, int dt, int64_t j,
+                                                               __m256 v) {
+    if (dt == DT_F32) {
+        _mm256_storeu_ps((float *)p + j, v);
+    } else if (dt == DT_F16) {
+        _mm_storeu_si128((__m128i *)((uint16_t *)p + j), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    } else {
+        _mm_storeu_si128((__m128i *)((uint16_t *)p + j), f32_to_bf16_8(v));
+    }
+}
+#endif
+
 static inline void load_run(float *restrict dst, const void *src, int dt, int64_t off, int n) {
     if (dt == DT_F32) {
         memcpy(dst, (const float *)src + off, (size_t)n * 4);
     } else if (dt == DT_BF16) {
         const uint16_t *restrict s = (const uint16_t *)src + off;
-        for (int j = 0; j < n; j++) dst[j] = bf16_to_f32(s[j]);
+        int j = 0;
+#if defined(__x86_64__)
+        j = load_bf16_8(dst, s, n);
+#endif
+        for (; j < n; j++) dst[j] = bf16_to_f32(s[j]);
     } else {
         const _Float16 *restrict s = (const _Float16 *)src + off;
-        for (int j = 0; j < n; j++) dst[j] = (float)s[j];
+        int j = 0;
+#if defined(__x86_64__)
+        j = load_f16_8(dst, s, n);
+#endif
+        for (; j < n; j++) dst[j] = (float)s[j];
     }
 }
 
@@ -135,10 +209,18 @@ static inline void store_run(void *dst, int dt, int64_t off, const float *restri
         memcpy((float *)dst + off, src, (size_t)n * 4);
     } else if (dt == DT_BF16) {
         uint16_t *restrict d = (uint16_t *)dst + off;
-        for (int j = 0; j < n; j++) d[j] = f32_to_bf16(src[j]);
+        int j = 0;
+#if defined(__x86_64__)
+        j = store_bf16_8(d, src, n);
+#endif
+        for (; j < n; j++) d[j] = f32_to_bf16(src[j]);
     } else {
         _Float16 *restrict d = (_Float16 *)dst + off;
-        for (int j = 0; j < n; j++) d[j] = (_Float16)src[j];
+        int j = 0;
+#if defined(__x86_64__)
+        j = store_f16_8(d, src, n);
+#endif
+        for (; j < n; j++) d[j] = (_Float16)src[j];
     }
 }
 
@@ -471,10 +553,11 @@ enum { CODE_DIV = 0, CODE_MULINV = 1, CODE_SYM = 2 };
  * codes and return the weighted digits; lanes holding NaN/inf are ORed into
  * *bad. mode: CODE_DIV (d - h) / h, CODE_MULINV (d - h) * (1/h), CODE_SYM
  * d * s - 1. */
-__attribute__((target("avx2"))) static inline __m256i edges8(__m256 v, const __m256 *E, int K,
-                                                             __m256 sc, __m256 inv, int mode,
-                                                             __m256i w, float *code,
-                                                             __m256 *bad) {
+__attribute__((target("avx2,f16c"))) static inline __m256i edges8(__m256 v, const __m256 *E,
+                                                                 int K, __m256 sc, __m256 inv,
+                                                                 int mode, __m256i w, void *code,
+                                                                 int code_dt, int64_t j,
+                                                                 __m256 *bad) {
     __m256i c = _mm256_setzero_si256();
     for (int k = 0; k < K; k++)
         c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(v, E[k], _CMP_GE_OQ)));
@@ -483,7 +566,7 @@ __attribute__((target("avx2"))) static inline __m256i edges8(__m256 v, const __m
     if (mode == CODE_SYM) q = _mm256_sub_ps(_mm256_mul_ps(d, sc), _mm256_set1_ps(1.0f));
     else if (mode == CODE_MULINV) q = _mm256_mul_ps(_mm256_sub_ps(d, sc), inv);
     else q = _mm256_div_ps(_mm256_sub_ps(d, sc), sc);
-    _mm256_storeu_ps(code, q);
+    store8(code, code_dt, j, q);
     /* v - v is 0 for finite v and NaN otherwise */
     *bad = _mm256_or_ps(*bad, _mm256_cmp_ps(_mm256_sub_ps(v, v), v, _CMP_UNORD_Q));
     return _mm256_mullo_epi32(c, w);
@@ -497,11 +580,12 @@ __attribute__((target("avx2"))) static inline int any_lane(__m256 m) {
  * n is a multiple of 8; lanes past nvalid (padding) are neither checked nor
  * indexed. Index sums of D consecutive weighted digits go to idx (one per group;
  * idx has room for n / D entries). Returns nonzero on NaN/inf. */
-__attribute__((target("avx2"))) static int edges_cl8(const float *src, int n, int nvalid,
-                                                     const float *ep, int K, const float *sp,
-                                                     const float *ip, int mode,
-                                                     const int32_t *wp, int D, float *code,
-                                                     int32_t *wdig, int32_t *idx) {
+__attribute__((target("avx2,f16c"))) static int edges_cl8(const void *src, int src_dt, int n,
+                                                         int nvalid, const float *ep, int K,
+                                                         const float *sp, const float *ip,
+                                                         int mode, const int32_t *wp, int D,
+                                                         void *code, int code_dt,
+                                                         int32_t *wdig, int32_t *idx) {
     __m256 E[MAXK];
     for (int k = 0; k < K; k++) E[k] = _mm256_loadu_ps(ep + 8 * k);
     __m256 sc = _mm256_loadu_ps(sp), inv = _mm256_loadu_ps(ip);
@@ -510,7 +594,8 @@ __attribute__((target("avx2"))) static int edges_cl8(const float *src, int n, in
     int full = nvalid & ~7;
     for (int j = 0; j < n; j += 8) {
         __m256 lanebad = _mm256_setzero_ps();
-        __m256i wd = edges8(_mm256_loadu_ps(src + j), E, K, sc, inv, mode, w, code + j, &lanebad);
+        __m256i wd = edges8(load8(src, src_dt, j), E, K, sc, inv, mode, w, code, code_dt, j,
+                            &lanebad);
         if (j < full) bad = _mm256_or_ps(bad, lanebad);
         if (D == 4) { /* two groups per vector: horizontal sums within 128-bit halves */
             __m256i h = _mm256_hadd_epi32(wd, wd);
@@ -522,7 +607,10 @@ __attribute__((target("avx2"))) static int edges_cl8(const float *src, int n, in
         }
     }
     int lbad = any_lane(bad);
-    for (int j = full; j < nvalid; j++) lbad |= !(src[j] - src[j] == 0.0f);
+    if (full < nvalid) { /* the last, partial vector (its padding lanes are 0) */
+        __m256 v = load8(src, src_dt, full);
+        lbad |= any_lane(_mm256_cmp_ps(_mm256_sub_ps(v, v), v, _CMP_UNORD_Q));
+    }
     if (D != 4) sum_groups(wdig, idx, n / D, D);
     return lbad;
 }
@@ -530,10 +618,11 @@ __attribute__((target("avx2"))) static int edges_cl8(const float *src, int n, in
 /* One channel run of np positions (channel-first): codes (up to 7 written past
  * np), weighted digits added to idx[p * G] (idx has room for 7 more groups).
  * Returns nonzero on NaN/inf among the np values. */
-__attribute__((target("avx2"))) static int edges_run(const float *src, int np, const float *e,
-                                                     int K, float scale, float invs, int mode,
-                                                     int32_t b, int G, float *code,
-                                                     int32_t *wdig, int32_t *idx) {
+__attribute__((target("avx2,f16c"))) static int edges_run(const void *src, int src_dt, int np,
+                                                         const float *e, int K, float scale,
+                                                         float invs, int mode, int32_t b, int G,
+                                                         void *code, int code_dt, int32_t *wdig,
+                                                         int32_t *idx) {
     __m256 E[MAXK];
     for (int k = 0; k < K; k++) E[k] = _mm256_set1_ps(e[k]);
     __m256 sc = _mm256_set1_ps(scale), inv = _mm256_set1_ps(invs);
@@ -542,7 +631,8 @@ __attribute__((target("avx2"))) static int edges_run(const float *src, int np, c
     int full = np & ~7;
     for (int p = 0; p < np; p += 8) {
         __m256 lanebad = _mm256_setzero_ps();
-        __m256i wd = edges8(_mm256_loadu_ps(src + p), E, K, sc, inv, mode, w, code + p, &lanebad);
+        __m256i wd = edges8(load8(src, src_dt, p), E, K, sc, inv, mode, w, code, code_dt, p,
+                            &lanebad);
         if (p < full) bad = _mm256_or_ps(bad, lanebad);
         if (G == 1) {
             __m256i acc = _mm256_loadu_si256((const __m256i *)(idx + p));
@@ -552,7 +642,11 @@ __attribute__((target("avx2"))) static int edges_run(const float *src, int np, c
         }
     }
     int lbad = any_lane(bad);
-    for (int p = full; p < np; p++) lbad |= !(src[p] - src[p] == 0.0f);
+    if (full < np) { /* the last, partial vector: only its first np - full lanes */
+        float tail[8];
+        _mm256_storeu_ps(tail, load8(src, src_dt, full));
+        for (int p = 0; p < np - full; p++) lbad |= !(tail[p] - tail[p] == 0.0f);
+    }
     if (G > 1)
         for (int p = 0; p < np; p++) idx[p * G] += wdig[p];
     return lbad;
@@ -607,7 +701,7 @@ int fsq_forward_edges(const void *z, int z_dt, void *out, int out_dt, int32_t *i
         }
     }
     int bad = 0;
-    int stream = 0; /* codes and gradients are read by the next layer: keep them cached */
+    /* no streaming stores: codes are read by the next layer, keep them cached */
     if (outer * C * inner < PARALLEL_MIN) num_threads = 1;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) reduction(| : bad) if (num_threads > 1)
     for (int64_t tix = 0; tix < t.n_tiles; tix++) {
@@ -621,6 +715,28 @@ int fsq_forward_edges(const void *z, int z_dt, void *out, int out_dt, int32_t *i
         int64_t off = run_offset(&t, o, s, 0);
         if (!cf) {
             int nr = ((n + PAT - 1) / PAT) * PAT;
+            if (PAT == 8) {
+                /* full tiles are read and written in place, in their own dtypes */
+                const void *src = u;
+                int src_dt = DT_F32;
+                void *cdst = code;
+                int cdt = DT_F32;
+                if (nr == n) {
+                    src = (const char *)z + off * (z_dt == DT_F32 ? 4 : 2);
+                    src_dt = z_dt;
+                    cdst = (char *)out + off * (out_dt == DT_F32 ? 4 : 2);
+                    cdt = out_dt;
+                } else {
+                    load_run(u, z, z_dt, off, n);
+                    for (int j = n; j < nr; j++) u[j] = 0.0f;
+                }
+                int32_t *idst = nr == n ? indices + s * G : idx;
+                bad |= edges_cl8(src, src_dt, nr, n, ep, K, sp, ip, mode, wp, D, cdst, cdt, dig,
+                                 idst);
+                if (idst == idx) memcpy(indices + s * G, idx, (size_t)np * G * 4);
+                if (cdst == code) store_run(out, out_dt, off, code, n);
+                continue;
+            }
             const float *src = u;
             if (z_dt == DT_F32 && nr == n) src = (const float *)z + off;
             else {
@@ -628,47 +744,45 @@ int fsq_forward_edges(const void *z, int z_dt, void *out, int out_dt, int32_t *i
                 for (int j = n; j < nr; j++) u[j] = 0.0f;
             }
             /* partial tiles go through the staging buffer (it has room for nr) */
-            float *cdst = (out_dt == DT_F32 && !stream && nr == n) ? (float *)out + off : code;
-            if (PAT == 8) {
-                int32_t *idst = nr == n ? indices + s * G : idx;
-                bad |= edges_cl8(src, nr, n, ep, K, sp, ip, mode, wp, D, cdst, dig, idst);
-                if (idst == idx) memcpy(indices + s * G, idx, (size_t)np * G * 4);
-            } else {
-                bad |= any_nonfinite(src, n);
-                for (int j0 = 0; j0 < nr; j0 += PAT) {
-                    for (int jj = 0; jj < PAT; jj++) {
-                        float v = src[j0 + jj];
-                        int32_t cnt = 0;
-                        for (int k = 0; k < K; k++) cnt += v >= ep[k * PAT + jj];
-                        float dv = (float)cnt;
-                        cdst[j0 + jj] = mode == CODE_SYM ? dv * sp[jj] - 1.0f
-                                        : mode == CODE_MULINV ? (dv - sp[jj]) * ip[jj]
-                                                              : (dv - sp[jj]) / sp[jj];
-                        dig[j0 + jj] = cnt * wp[jj];
-                    }
+            float *cdst = (out_dt == DT_F32 && nr == n) ? (float *)out + off : code;
+            bad |= any_nonfinite(src, n);
+            for (int j0 = 0; j0 < nr; j0 += PAT) {
+                for (int jj = 0; jj < PAT; jj++) {
+                    float v = src[j0 + jj];
+                    int32_t cnt = 0;
+                    for (int k = 0; k < K; k++) cnt += v >= ep[k * PAT + jj];
+                    float dv = (float)cnt;
+                    cdst[j0 + jj] = mode == CODE_SYM      ? dv * sp[jj] - 1.0f
+                                    : mode == CODE_MULINV ? (dv - sp[jj]) * ip[jj]
+                                                          : (dv - sp[jj]) / sp[jj];
+                    dig[j0 + jj] = cnt * wp[jj];
                 }
-                sum_groups(dig, indices + s * G, np * G, D);
             }
-            if (cdst == code) scatter(&t, out, out_dt, code, o, s, np, stream);
+            sum_groups(dig, indices + s * G, np * G, D);
+            if (cdst == code) store_run(out, out_dt, off, code, n);
         } else {
-            /* runs of one channel; read and written in place when float32 and
-             * a whole number of vectors (edges_run writes up to 7 past np) */
+            /* runs of one channel, read and written in place (in their own
+             * dtypes) when a whole number of vectors: edges_run reads and writes
+             * up to 7 past np */
             int whole = np % 8 == 0;
+            int zes = z_dt == DT_F32 ? 4 : 2, oes = out_dt == DT_F32 ? 4 : 2;
             for (int p = 0; p < np * G + 8; p++) idx[p] = 0;
             for (int c = 0; c < C; c++) {
                 int d = c % D, g = c / D;
                 int64_t roff = run_offset(&t, o, s, c);
-                const float *src = u;
-                if (z_dt == DT_F32 && whole) src = (const float *)z + roff;
-                else load_run(u, z, z_dt, roff, np);
-                int direct = out_dt == DT_F32 && !stream && whole;
-                float *cdst = direct ? (float *)out + roff : code;
-                bad |= edges_run(src, np, edges + d * K, kd[d], scale[d], inv[d], mode, basis[d],
-                                 G, cdst, dig, idx + g);
-                if (!direct) {
-                    if (stream && out_dt == DT_F32) stream_copy((float *)out + roff, code, np);
-                    else store_run(out, out_dt, roff, code, np);
+                const void *src = u;
+                int src_dt = DT_F32;
+                if (whole) {
+                    src = (const char *)z + roff * zes;
+                    src_dt = z_dt;
+                } else {
+                    load_run(u, z, z_dt, roff, np);
                 }
+                void *cdst = whole ? (void *)((char *)out + roff * oes) : (void *)code;
+                int cdt = whole ? out_dt : DT_F32;
+                bad |= edges_run(src, src_dt, np, edges + d * K, kd[d], scale[d], inv[d], mode,
+                                 basis[d], G, cdst, cdt, dig, idx + g);
+                if (!whole) store_run(out, out_dt, roff, code, np);
             }
             memcpy(indices + (o * inner + s) * G, idx, (size_t)np * G * 4);
         }
