@@ -1,8 +1,8 @@
 """Tuning aid for the Triton FSQ kernels (GPU only): achieved GB/s of the forward
 and backward kernels for several tile sizes and warp counts, next to plain
 Triton streaming kernels that bound what the layout can reach, and the fixed
-per-call cost of the module. Kernel times are ``triton.testing.do_bench``
-medians (CUDA events).
+per-call cost of the module. Kernel times: CUDA events around back-to-back
+calls (see :func:`bench`).
 
     python benchmarks/triton_variants.py
 """
@@ -35,8 +35,21 @@ def _stream2(a_ptr, b_ptr, out_ptr, n, BLOCK: tl.constexpr, TANH: tl.constexpr):
     tl.store(out_ptr + offs, r, mask=m)
 
 
-def bench(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median") * 1e-3
+def bench(fn, iters: int = 20) -> float:
+    """Seconds per call of ``fn``: CUDA events around ``iters`` back-to-back calls
+    after three warm-up calls (host overhead overlaps the GPU work). A fixed count,
+    not ``triton.testing.do_bench``: a session's do_bench of the FSQ kernels did
+    not finish within its time limit, for a reason not found yet."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters * 1e-3
 
 
 def report(label: str, gbs: float, copy: float) -> None:

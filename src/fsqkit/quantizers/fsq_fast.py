@@ -23,7 +23,7 @@ float32 operations in the same order (see ``kernels/fsq_cpu.c``).
 
 The FSQ module calls :func:`fast_path_applies` and :func:`fast_forward`; the
 reference path stays the fallback for everything not handled here: non-CPU
-tensors, float64, training-time dither/passthrough, ``torch.compile`` tracing,
+tensors (CUDA tensors have their own kernels, :mod:`fsqkit.quantizers.fsq_gpu`), float64, training-time dither/passthrough, ``torch.compile`` tracing,
 functorch transforms, codebooks of ``2**31`` codes or more, and machines where
 the kernel cannot be built (one log line says why).
 """
