@@ -93,3 +93,20 @@ def test_triton_kernels_under_the_interpreter() -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def test_a_failing_probe_falls_back_with_one_log_line(monkeypatch, caplog) -> None:
+    """Whatever breaks in the probe (an old Triton, a driver error) disables the
+    CUDA kernels with a warning instead of failing the user's forward pass."""
+    from fsqkit.quantizers import fsq_gpu
+
+    def broken(device):
+        raise RuntimeError("no kernel for you")
+
+    monkeypatch.setattr(fsq_gpu, "_run_probe", broken)
+    monkeypatch.setattr(fsq_gpu, "_probed", {})
+    with caplog.at_level("WARNING", logger="fsqkit.fast"):
+        assert fsq_gpu.probe(torch.device("cpu")) is None
+        assert fsq_gpu.probe(torch.device("cpu")) is None  # remembered, no second line
+    lines = [r for r in caplog.records if "reference path" in r.getMessage()]
+    assert len(lines) == 1 and "no kernel for you" in lines[0].getMessage()

@@ -259,7 +259,17 @@ def probe(device: torch.device) -> bool | None:
         return _probed[device]
     with _lock:
         if device not in _probed:
-            _probed[device] = _run_probe(device)
+            try:
+                _probed[device] = _run_probe(device)
+            except Exception as exc:  # a Triton or driver that cannot compile/launch them
+                log.warning(
+                    "fsqkit: the Triton FSQ kernels failed on %s (%s: %s); CUDA FSQ uses the "
+                    "reference path",
+                    device,
+                    type(exc).__name__,
+                    exc,
+                )
+                _probed[device] = None
     return _probed[device]
 
 
