@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a GPU machine (see README "Performance"): environment, the CUDA
-# tests (bit-exactness of the Triton kernels), then the FSQ benchmark with
-# achieved GB/s against the device-to-device copy roofline. Logs go to $OUT.
+# tests (bit-exactness of the Triton kernels), the FSQ benchmark with achieved
+# GB/s against the device-to-device copy roofline, then kernel-level timings.
+# Logs go to $OUT. About 3 minutes on an H200 once the machine is up.
 #   bash benchmarks/gpu_check.sh
 # Peers for the benchmark: wheels in .whl/ are installed to /tmp/site first.
 set -o pipefail
@@ -18,9 +19,11 @@ timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider tests/te
     2>&1 | tee "$OUT/tests.log" | tail -25
 timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_fsq.py --device cuda --repeats 30 \
     --warmup 5 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+# The kernels' own bandwidth (CUDA events over back-to-back launches) per tile size.
+timeout "${VARIANTS_TIMEOUT:-150}" python3 benchmarks/triton_variants.py 2>&1 | tee "$OUT/variants.log"
 # Diagnostic: do exact bin edges exist on this GPU (the CPU kernel's forward mode)?
 python3 -c "
-import logging, torch
+import logging, torch  # INFO names the check that fails
 logging.basicConfig(level=logging.INFO)
 from fsqkit import FSQ
 from fsqkit.quantizers.fsq_edges import compute_bin_edges
