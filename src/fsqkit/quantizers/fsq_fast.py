@@ -5,7 +5,7 @@ Dimension legend: ``B`` batch, ``C = G * D`` quantized channels, ``G``
 channel-first input, ``N`` positions in all.
 
 The reference path makes about ten passes over memory and keeps ``tanh`` for
-backward. The fused CPU kernel (``kernels/fsq_cpu.c``) has two forward modes:
+backward. The fused CPU kernel (``kernels/fsq_cpu*.c``) has two forward modes:
 
 - *bin edges* (levels up to 64, the usual case): the digit of each element is the
   number of the reference's exact bin edges (:mod:`fsqkit.quantizers.fsq_edges`)
@@ -19,7 +19,7 @@ backward. The fused CPU kernel (``kernels/fsq_cpu.c``) has two forward modes:
 Codes and indices are bit-identical to the reference path and gradients equal
 it bit for bit: the edges come from the reference itself, and where ``tanh`` is
 computed the kernel calls torch's own primitive and repeats the reference's
-float32 operations in the same order (see ``kernels/fsq_cpu.c``).
+float32 operations in the same order (see ``kernels/fsq_cpu.h``).
 
 The FSQ module calls :func:`fast_path_applies` and :func:`fast_forward`; the
 reference path stays the fallback for everything not handled here: non-CPU
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from fsqkit.quantizers.fsq import FSQ
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-MAX_CHANNELS = 256  # MAXC in fsq_cpu.c
+MAX_CHANNELS = 256  # MAXC in fsq_cpu.h
 NONFINITE_MESSAGE = "FSQ input contains NaN or infinite values"
 # False forces the tanh forward mode everywhere (tests and benchmarks use it).
 USE_BIN_EDGES = True

@@ -1,14 +1,15 @@
-"""Build, cache and load the fused CPU FSQ kernel (``fsq_cpu.c``) at first use.
+"""Build, cache and load the fused CPU FSQ kernel (``fsq_cpu.c``, ``fsq_cpu_edges.c``,
+``fsq_cpu.h``) at first use.
 
 Nothing is compiled at install time. The first call to :func:`get_cpu_kernel`
-compiles ``fsq_cpu.c`` with the system C compiler (about a second) into a cache
+compiles the C sources with the system C compiler (about a second) into a cache
 directory (``$FSQKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fsqkit``, else
 ``~/.cache/fsqkit``), keyed by a hash of the source and flags, so later
 processes only load it. The file is written to a temporary name and moved in
 with ``os.replace``, so concurrent processes never see half a library.
 
 The kernel must reproduce ``torch.tanh`` bit for bit (codes sit on bin edges
-otherwise; see ``fsq_cpu.c``). ATen's CPU ``tanh`` for float32 is MKL VML's
+otherwise; see ``fsq_cpu.h``). ATen's CPU ``tanh`` for float32 is MKL VML's
 ``vmsTanh`` in MKL builds of torch and SLEEF's ``tanhf*_u10`` otherwise; both
 are exported by ``libtorch_cpu``. We resolve each candidate, run it through the
 kernel on a probe and keep the first that matches ``torch.tanh`` exactly; then
@@ -38,7 +39,8 @@ import torch
 
 log = logging.getLogger("fsqkit.fast")
 
-SOURCE = Path(__file__).with_name("fsq_cpu.c")
+SOURCES = tuple(Path(__file__).with_name(n) for n in ("fsq_cpu.c", "fsq_cpu_edges.c"))
+HEADERS = (Path(__file__).with_name("fsq_cpu.h"),)
 # -ffp-contract=off: no fused multiply-adds, every float op rounds like torch's.
 # -fno-math-errno/-fno-trapping-math (as torch's own build) let nearbyintf vectorize.
 CFLAGS = (
@@ -57,8 +59,8 @@ CFLAGS = (
 VML_MODE = 0x2 | 0x140000 | 0x100
 TANH_VML, TANH_SLEEF8, TANH_SLEEF16 = 0, 1, 2
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
-MAX_EDGES = 63  # MAXK in fsq_cpu.c
-MAX_PATTERN = 2048  # MAXPAT in fsq_cpu.c
+MAX_EDGES = 63  # MAXK in fsq_cpu_edges.c
+MAX_PATTERN = 2048  # MAXPAT in fsq_cpu_edges.c
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "kernel": None, "reason": None}
@@ -95,7 +97,7 @@ def _flags() -> tuple[str, ...]:
 
 
 def _build() -> Path:
-    source = SOURCE.read_bytes()
+    source = b"".join(p.name.encode() + p.read_bytes() for p in (*SOURCES, *HEADERS))
     cc = _compiler()
     flags = _flags()
     key = hashlib.sha256(source + " ".join((cc, *flags)).encode()).hexdigest()[:16]
@@ -108,11 +110,11 @@ def _build() -> Path:
     os.close(fd)
     try:
         proc = subprocess.run(
-            [cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300
+            [cc, *flags, "-o", tmp, *map(str, SOURCES)], capture_output=True, text=True, timeout=300
         )
         if proc.returncode != 0:
             first = (proc.stderr or proc.stdout).strip().splitlines()[:1]
-            raise KernelUnavailable(f"{cc} failed to build fsq_cpu.c: {' '.join(first)}")
+            raise KernelUnavailable(f"{cc} failed to build the FSQ kernel: {' '.join(first)}")
         os.replace(tmp, target)
     except (OSError, subprocess.SubprocessError) as exc:
         raise KernelUnavailable(f"could not run the C compiler {cc}: {exc}") from exc
@@ -180,7 +182,7 @@ def _matches_torch_tanh(lib: ctypes.CDLL) -> bool:
 
 
 class CpuKernel:
-    """ctypes wrapper of the compiled ``fsq_cpu.c``; tensors must be contiguous CPU."""
+    """ctypes wrapper of the compiled kernel; tensors must be contiguous CPU."""
 
     def __init__(self, lib: ctypes.CDLL, tanh_name: str, path: Path) -> None:
         self.lib = lib
