@@ -1,5 +1,6 @@
 """Tuning aid for the Triton FSQ kernels (GPU only): achieved GB/s of the forward
-and backward kernels for several tile sizes and warp counts, next to plain
+and backward kernels (2-D tiles of several sizes and warp counts, and the opt-in
+1-D row programs, ``fsq_gpu.ROW_KERNELS``), next to plain
 Triton streaming kernels that bound what the layout can reach, and the fixed
 per-call cost of the module. Kernel times: CUDA events around back-to-back
 calls (see :func:`bench`).
@@ -83,13 +84,19 @@ def main() -> None:
                 report(f"{label} {kind} {block}", 12 * n / t / 1e9, copy)
         x, geometry, _ = _layout(f, z)
         fma = fsq_gpu.probe(dev)
-        for tile, warps in ((4096, 8), (1024, 4), (2048, 4), (8192, 8)):
-            fsq_gpu.TILE_ELEMENTS, fsq_gpu.NUM_WARPS = tile, warps
+        configs = [("tiles", 4096, 8), ("rows", 1024, 4), ("tiles", 1024, 4), ("rows", 2048, 4),
+                   ("tiles", 2048, 4), ("rows", 512, 4), ("tiles", 8192, 8)]  # fmt: skip
+        for kind, size, warps in configs:
+            fsq_gpu.ROW_KERNELS = kind == "rows"
+            fsq_gpu.ROW_BLOCK = size
+            fsq_gpu.TILE_ELEMENTS, fsq_gpu.NUM_WARPS = size, warps
             spec = fsq_gpu.GpuSpec(f, dev, geometry, bool(fma))
             tf = bench(partial(spec.forward, x, torch.float32))
             tb = bench(partial(spec.backward, g, x, torch.float32))
-            report(f"{label} forward tile {tile} warps {warps}", (8 * n + n) / tf / 1e9, copy)
-            report(f"{label} backward tile {tile} warps {warps}", 12 * n / tb / 1e9, copy)
+            name = f"{kind} {size}" + (f" warps {warps}" if kind == "tiles" else "")
+            report(f"{label} forward {name}", (8 * n + n) / tf / 1e9, copy)
+            report(f"{label} backward {name}", 12 * n / tb / 1e9, copy)
+        fsq_gpu.ROW_KERNELS, fsq_gpu.ROW_BLOCK = False, 1024
         fsq_gpu.TILE_ELEMENTS, fsq_gpu.NUM_WARPS = 4096, None
     # fixed cost per module call at a small size (host side dominates)
     small = torch.randn(2**20, 4, device=dev)

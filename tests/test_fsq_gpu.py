@@ -19,6 +19,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 DEV = torch.device("cuda")
 
 
+@pytest.fixture(autouse=True, params=["tiles", "rows"])
+def kernel_variant(request, monkeypatch) -> str:
+    """Every test runs with the 2-D tile kernels and the opt-in row kernels."""
+    monkeypatch.setattr(fsq_gpu, "ROW_KERNELS", request.param == "rows")
+    return request.param
+
+
 def bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view({4: torch.int32, 2: torch.int16}[t.element_size()])
 

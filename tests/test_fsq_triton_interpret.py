@@ -72,13 +72,17 @@ def run_case(levels, shape, channel_first, symmetric, num_codebooks, dtype_name)
 
 
 def main() -> int:
-    torch.manual_seed(0)
+    from fsqkit.quantizers import fsq_gpu
+
     failures = []
-    for case in CASES:
-        problems = run_case(*case)
-        print(case, problems or "ok")
-        if problems:
-            failures.append((case, problems))
+    for rows in (False, True):  # the 2-D tile kernels and the opt-in row kernels
+        fsq_gpu.ROW_KERNELS = rows
+        torch.manual_seed(0)
+        for case in CASES:
+            problems = run_case(*case)
+            print("rows" if rows else "tiles", case, problems or "ok")
+            if problems:
+                failures.append((rows, case, problems))
     return 1 if failures else 0
 
 

@@ -43,6 +43,11 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 NONFINITE_MESSAGE = "FSQ input contains NaN or infinite values"
 TILE_ELEMENTS = 4096  # elements per Triton program
 NUM_WARPS: int | None = None  # None: 8 for tiles of 2048 elements or more, else 4
+# Opt-in: 1-D "row" programs (channel-first forward with one codebook, and
+# backward) instead of 2-D tiles. Bit-identical results; which is faster is to be
+# measured on a GPU (benchmarks/triton_variants.py runs both).
+ROW_KERNELS = False
+ROW_BLOCK = 1024
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "module": None, "reason": None}
@@ -106,13 +111,23 @@ class GpuSpec:
             self.block = min(_next_pow2(self.n_pos), per_tile)
             self.grid = (triton_cdiv(self.n_pos, self.block),)
         self.num_warps = NUM_WARPS or (8 if self.block * self.C_PAD >= 2048 else 4)
+        self.rows = ROW_KERNELS
 
     def forward(self, x: Tensor, out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
         """``(codes, indices (N * G,), nonfinite flag (1,))`` for contiguous ``x``."""
         codes = torch.empty(x.shape, dtype=out_dtype, device=x.device)
         indices = torch.empty(self.n_pos * self.G, dtype=torch.int32, device=x.device)
         flag = torch.zeros(1, dtype=torch.int32, device=x.device)
-        _, _, inner = self.geometry
+        outer, _, inner = self.geometry
+        if self.rows and self.cf and self.G == 1:
+            block = min(_next_pow2(inner), ROW_BLOCK)
+            self.kernels.fsq_forward_rows_kernel[(outer, triton_cdiv(inner, block))](
+                x, codes, indices, flag, self.shift, self.b, self.offset, self.h, self.inv,
+                self.lm1, self.basis, inner,
+                C=self.C, D=self.D, MODE=self.mode, BLOCK=block, num_warps=4,
+                enable_reflect_ftz=False,
+            )  # fmt: skip
+            return codes, indices, flag
         self.kernels.fsq_forward_kernel[self.grid](
             x, codes, indices, flag, self.shift, self.b, self.offset, self.h, self.inv,
             self.lm1, self.basis, self.n_pos, inner,
@@ -124,7 +139,19 @@ class GpuSpec:
     def backward(self, grad: Tensor, x: Tensor, out_dtype: torch.dtype) -> Tensor:
         """Input gradient (``x``'s shape, ``out_dtype``) from the codes' gradient."""
         grad_z = torch.empty(x.shape, dtype=out_dtype, device=x.device)
-        _, _, inner = self.geometry
+        outer, _, inner = self.geometry
+        if self.rows:
+            n = x.numel()
+            block = min(_next_pow2(inner if self.cf else n), ROW_BLOCK)
+            grid = (
+                (outer * self.C, triton_cdiv(inner, block)) if self.cf else (triton_cdiv(n, block),)
+            )
+            self.kernels.fsq_backward_rows_kernel[grid](
+                grad, x, grad_z, self.shift, self.b, self.inv, self.h, n, inner,
+                C=self.C, D=self.D, MODE=self.mode, FMA=self.fma, CF=self.cf, BLOCK=block,
+                num_warps=4, enable_reflect_ftz=False,
+            )  # fmt: skip
+            return grad_z
         self.kernels.fsq_backward_kernel[self.grid](
             grad, x, grad_z, self.shift, self.b, self.inv, self.h, self.n_pos, inner,
             C=self.C, C_PAD=self.C_PAD, D=self.D, MODE=self.mode, FMA=self.fma, CF=self.cf,
@@ -180,7 +207,8 @@ def _spec_for(fsq: FSQ, x: Tensor, geometry: tuple[int, int, int]) -> GpuSpec | 
     if fma is None:
         return None
     buffers = (fsq._shift, fsq._half_l, fsq._offset, fsq._half_width, fsq._levels, fsq._basis)
-    key = (x.device, geometry, fma, *((b.data_ptr(), b._version) for b in buffers))
+    key = (x.device, geometry, fma, ROW_KERNELS, ROW_BLOCK, TILE_ELEMENTS, NUM_WARPS,
+           *((b.data_ptr(), b._version) for b in buffers))  # fmt: skip
     cache = fsq.__dict__.setdefault("_gpu_specs", {})
     spec = cache.get(key)
     if spec is None:

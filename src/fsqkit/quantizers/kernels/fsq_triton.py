@@ -169,6 +169,55 @@ def _per_channel(ptr, index, C: tl.constexpr, C_PAD: tl.constexpr, CF: tl.conste
 
 
 @triton.jit
+def _quantize(z, shift, b, offset, h, r, lm1, MODE: tl.constexpr):
+    """``(code, clamped digit)`` of float32 ``z`` with broadcastable constants, the
+    reference's ops in its order (``FSQ.quantize_digits``):
+
+    asymmetric: ``x = tanh(z + shift) * half_l - offset``, ``q = x + (rint(x) - x)``,
+    ``code = q / h`` (``q * (1/h)`` when ``h`` is a power of two: the same value),
+    ``digit = rint(x) + h``; symmetric: ``x = ((L-1) * (tanh(z) + 1)) / 2``,
+    ``code = q * scale - 1``, ``digit = rint(x)``; digits clamped to ``[0, L-1]``
+    (NaN stays NaN, as torch's clamp)."""
+    t = _tanh(_add(z, shift))
+    if MODE == 2:
+        x = _div(_mul(lm1, _add(t, 1.0)), 2.0)
+    else:
+        x = _sub(_mul(t, b), offset)
+    rounded = _rint(x)
+    q = _add(x, _sub(rounded, x))  # the straight-through value, with -0 -> +0
+    if MODE == 2:
+        code = _sub(_mul(q, h), 1.0)
+        digit = rounded
+    elif MODE == 1:
+        code = _mul(q, r)
+        digit = _add(rounded, h)
+    else:
+        code = _div(q, h)
+        digit = _add(rounded, h)
+    clamped = tl.minimum(tl.maximum(digit, 0.0), lm1)
+    return code, tl.where(digit == digit, clamped, digit)
+
+
+@triton.jit
+def _gradient(z, g, shift, b, r, h, MODE: tl.constexpr, FMA: tl.constexpr):
+    """grad_z = tanh_backward(chain(g), tanh(z + shift)) in the reference's op order:
+    asymmetric ``(g / h) * half_l`` (``(g * (1/h)) * half_l`` when ``h`` is a power
+    of two: the same value), symmetric ``((g * scale) / 2) * (L - 1)``."""
+    t = _tanh(_add(z, shift))
+    if MODE == 2:
+        a = _mul(_div(_mul(g, h), 2.0), b)
+    elif MODE == 1:
+        a = _mul(_mul(g, r), b)
+    else:
+        a = _mul(_div(g, h), b)
+    if FMA:
+        one_minus = _fma(0.0 - t, t, 1.0)
+    else:
+        one_minus = _sub(1.0, _mul(t, t))
+    return _mul(a, one_minus)
+
+
+@triton.jit
 def fsq_forward_kernel(
     z_ptr,
     codes_ptr,
@@ -192,39 +241,21 @@ def fsq_forward_kernel(
     BLOCK: tl.constexpr,
 ):
     """codes (z's layout and the codes' dtype), int32 indices ``(N, G)``, and
-    ``flag[0] = 1`` if any element is NaN or infinite. The reference's ops, in its
-    order (``FSQ.quantize_digits``):
-
-    asymmetric: ``x = tanh(z + shift) * half_l - offset``, ``q = x + (rint(x) - x)``,
-    ``code = q / h`` (``q * (1/h)`` when ``h`` is a power of two: the same value),
-    ``digit = rint(x) + h``; symmetric: ``x = ((L-1) * (tanh(z) + 1)) / 2``,
-    ``code = q * scale - 1``, ``digit = rint(x)``; digits clamped to ``[0, L-1]``.
-    """
+    ``flag[0] = 1`` if any element is NaN or infinite; one 2-D tile per program."""
     offs, mask, pos, pmask = _tile(tl.program_id(0), n_pos, S, C, C_PAD, CF, BLOCK)
     d = tl.arange(0, C_PAD) % D
     z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    t = _tanh(_add(z, _per_channel(shift_ptr, d, C, C_PAD, CF, 0.0)))
-    lm1 = _per_channel(lm1_ptr, d, C, C_PAD, CF, 1.0)
-    h = _per_channel(h_ptr, d, C, C_PAD, CF, 1.0)
-    if MODE == 2:
-        x = _div(_mul(lm1, _add(t, 1.0)), 2.0)
-    else:
-        x = _sub(_mul(t, _per_channel(b_ptr, d, C, C_PAD, CF, 0.0)),
-                 _per_channel(offset_ptr, d, C, C_PAD, CF, 0.0))  # fmt: skip
-    r = _rint(x)
-    q = _add(x, _sub(r, x))  # the straight-through value: r, with -0 -> +0
-    if MODE == 2:
-        code = _sub(_mul(q, h), 1.0)
-        digit = r
-    elif MODE == 1:
-        code = _mul(q, _per_channel(r_ptr, d, C, C_PAD, CF, 1.0))
-        digit = _add(r, h)
-    else:
-        code = _div(q, h)
-        digit = _add(r, h)
+    code, digit = _quantize(
+        z,
+        _per_channel(shift_ptr, d, C, C_PAD, CF, 0.0),
+        _per_channel(b_ptr, d, C, C_PAD, CF, 0.0),
+        _per_channel(offset_ptr, d, C, C_PAD, CF, 0.0),
+        _per_channel(h_ptr, d, C, C_PAD, CF, 1.0),
+        _per_channel(r_ptr, d, C, C_PAD, CF, 1.0),
+        _per_channel(lm1_ptr, d, C, C_PAD, CF, 1.0),
+        MODE,
+    )
     tl.store(codes_ptr + offs, code.to(codes_ptr.dtype.element_ty), mask=mask)
-    clamped = tl.minimum(tl.maximum(digit, 0.0), lm1)
-    digit = tl.where(digit == digit, clamped, digit)  # NaN stays NaN, as torch's clamp
     w = tl.where(mask, digit.to(tl.int32) * _per_channel(basis_ptr, d, C, C_PAD, CF, 0), 0)
     if G == 1:
         tl.store(idx_ptr + pos, _sum_channels(w, CF), mask=pmask)
@@ -257,23 +288,118 @@ def fsq_backward_kernel(
     CF: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """grad_z = tanh_backward(chain(g), tanh(z + shift)) in the reference's op order:
-    asymmetric ``(g / h) * half_l`` (``(g * (1/h)) * half_l`` when ``h`` is a power
-    of two: the same value), symmetric ``((g * scale) / 2) * (L - 1)``."""
+    """The input gradient (:func:`_gradient`), one 2-D tile per program."""
     offs, mask, _pos, _pmask = _tile(tl.program_id(0), n_pos, S, C, C_PAD, CF, BLOCK)
     d = tl.arange(0, C_PAD) % D
     z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    t = _tanh(_add(z, _per_channel(shift_ptr, d, C, C_PAD, CF, 0.0)))
-    b = _per_channel(b_ptr, d, C, C_PAD, CF, 0.0)
-    if MODE == 2:
-        a = _mul(_div(_mul(g, _per_channel(h_ptr, d, C, C_PAD, CF, 1.0)), 2.0), b)
-    elif MODE == 1:
-        a = _mul(_mul(g, _per_channel(r_ptr, d, C, C_PAD, CF, 1.0)), b)
+    grad = _gradient(
+        z,
+        g,
+        _per_channel(shift_ptr, d, C, C_PAD, CF, 0.0),
+        _per_channel(b_ptr, d, C, C_PAD, CF, 0.0),
+        _per_channel(r_ptr, d, C, C_PAD, CF, 1.0),
+        _per_channel(h_ptr, d, C, C_PAD, CF, 1.0),
+        MODE,
+        FMA,
+    )
+    tl.store(gz_ptr + offs, grad.to(gz_ptr.dtype.element_ty), mask=mask)
+
+
+# ---- row variants (opt-in, ``fsq_gpu.ROW_KERNELS``): 1-D contiguous programs ----
+# Channel-first: one program per (batch, channel) row segment, constants are
+# scalars. Channel-last backward: one flat 1-D block, constants gathered per
+# element from the (D,) tables. Same element math as above.
+
+
+@triton.jit
+def fsq_forward_rows_kernel(
+    z_ptr,
+    codes_ptr,
+    idx_ptr,
+    flag_ptr,
+    shift_ptr,
+    b_ptr,
+    offset_ptr,
+    h_ptr,
+    r_ptr,
+    lm1_ptr,
+    basis_ptr,
+    S,
+    C: tl.constexpr,
+    D: tl.constexpr,
+    MODE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """Channel-first, one codebook: grid ``(B, cdiv(S, BLOCK))``; loops over the
+    channels of one block of positions, accumulating the indices in registers."""
+    bi = tl.program_id(0)
+    s = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = s < S
+    idx = tl.zeros((BLOCK,), tl.int32)
+    bad = tl.zeros((BLOCK,), tl.int32)
+    for c in range(C):
+        d = c % D
+        offs = (bi * C + c) * S + s
+        z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        code, digit = _quantize(
+            z,
+            tl.load(shift_ptr + d),
+            tl.load(b_ptr + d),
+            tl.load(offset_ptr + d),
+            tl.load(h_ptr + d),
+            tl.load(r_ptr + d),
+            tl.load(lm1_ptr + d),
+            MODE,
+        )
+        tl.store(codes_ptr + offs, code.to(codes_ptr.dtype.element_ty), mask=mask)
+        idx += digit.to(tl.int32) * tl.load(basis_ptr + d)
+        bad |= (mask & ((z - z) != 0.0)).to(tl.int32)
+    tl.store(idx_ptr + bi * S + s, idx, mask=mask)
+    any_bad = tl.max(bad)
+    tl.store(flag_ptr, any_bad, mask=any_bad > 0)
+
+
+@triton.jit
+def fsq_backward_rows_kernel(
+    g_ptr,
+    z_ptr,
+    gz_ptr,
+    shift_ptr,
+    b_ptr,
+    r_ptr,
+    h_ptr,
+    n,
+    S,
+    C: tl.constexpr,
+    D: tl.constexpr,
+    MODE: tl.constexpr,
+    FMA: tl.constexpr,
+    CF: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """Channel-first: grid ``(B * C, cdiv(S, BLOCK))``, scalar constants;
+    channel-last: grid ``(cdiv(n, BLOCK),)`` over the flat tensor."""
+    if CF:
+        row = tl.program_id(0)
+        s = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = s < S
+        offs = row * S + s
+        d = (row % C) % D
     else:
-        a = _mul(_div(g, _per_channel(h_ptr, d, C, C_PAD, CF, 1.0)), b)
-    if FMA:
-        one_minus = _fma(0.0 - t, t, 1.0)
-    else:
-        one_minus = _sub(1.0, _mul(t, t))
-    tl.store(gz_ptr + offs, _mul(a, one_minus).to(gz_ptr.dtype.element_ty), mask=mask)
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        d = (offs % C) % D
+    z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    grad = _gradient(
+        z,
+        g,
+        tl.load(shift_ptr + d),
+        tl.load(b_ptr + d),
+        tl.load(r_ptr + d),
+        tl.load(h_ptr + d),
+        MODE,
+        FMA,
+    )
+    tl.store(gz_ptr + offs, grad.to(gz_ptr.dtype.element_ty), mask=mask)
