@@ -19,7 +19,7 @@ from triton.language.extra import libdevice
 
 from fsqkit import FSQ
 from fsqkit.quantizers import fsq_gpu
-from fsqkit.quantizers.fsq_fast import _layout
+from fsqkit.quantizers.fsq_fused import layout
 
 
 @triton.jit
@@ -82,7 +82,7 @@ def main() -> None:
                 t = bench(partial(launch, z, g, out, n, BLOCK=block, TANH=tanh))
                 kind = "1-D stream +tanh" if tanh else "1-D stream"
                 report(f"{label} {kind} {block}", 12 * n / t / 1e9, copy)
-        x, geometry, _ = _layout(f, z)
+        x, geometry, _ = layout(f, z)
         fma = fsq_gpu.probe(dev)
         configs = [("tiles", 4096, 8), ("rows", 1024, 4), ("tiles", 1024, 4), ("rows", 2048, 4),
                    ("tiles", 2048, 4), ("rows", 512, 4), ("tiles", 8192, 8)]  # fmt: skip

@@ -13,20 +13,12 @@ from PIL import Image
 from fsqkit.cli import main
 from fsqkit.experiments import demo as demo_mod
 from fsqkit.tokenizer import Tokenizer
+from tests.single_thread import one_thread  # noqa: F401
 
 TINY_ARGS = [
     "--image-size", "16", "--base-channels", "8", "--channel-mult", "1,2",
     "--train-images", "64", "--val-images", "16", "--batch-size", "4", "--no-progress",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one intra-op thread is faster than two.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -31,28 +31,30 @@ CASES = [
 
 
 def run_case(levels, shape, channel_first, symmetric, num_codebooks, dtype_name) -> str:
-    """Compare the Triton kernels (interpreted) with the reference; '' if all agree."""
+    """The fused path with the Triton specs (interpreted) against the reference;
+    '' if all agree."""
     from fsqkit import FSQ
     from fsqkit.quantizers import fsq_gpu
-    from fsqkit.quantizers.fsq_fast import _layout
+    from fsqkit.quantizers.fsq_fused import fused_forward, layout
 
     dtype = getattr(torch, dtype_name)
     ref = FSQ(levels, symmetric=symmetric, channel_first=channel_first,
-              num_codebooks=num_codebooks, fast=False)  # fmt: skip
+              num_codebooks=num_codebooks, fast=False, check_finite=False)  # fmt: skip
     z = (torch.randn(shape) * 2.5).to(dtype)
     z.view(-1)[:3] = torch.tensor([float("inf"), float("-inf"), 0.0]).to(dtype)
-    ref.check_finite = False
-    x, geometry, _ = _layout(ref, z)
-    spec = fsq_gpu.GpuSpec(ref, torch.device("cpu"), geometry, fma=True)
-    codes, indices, flag = spec.forward(x, z.dtype)
-    zr = z.clone().requires_grad_()
-    out = ref(zr)
+
+    def spec_for(fsq, x, geometry, out_dtype):
+        return fsq_gpu.GpuSpec(fsq, x.device, geometry, fma=True, out_dtype=out_dtype)
+
+    z1, z2 = z.clone().requires_grad_(), z.clone().requires_grad_()
+    ours, out = fused_forward(ref, z1, spec_for), ref(z2)
     g = torch.randn(shape).to(dtype)
+    ours.quantized.backward(g)
     out.quantized.backward(g)
-    grad = spec.backward(g.contiguous(), x, z.dtype).view(z.shape)
     problems = []
     # bf16/fp16 codes: the interpreter's float32 -> 16-bit cast may round differently
     # from the GPU's (round to nearest even); compare in float32 there.
+    codes = ours.quantized
     same_codes = (
         torch.equal(codes, out.quantized)
         if dtype == torch.float32
@@ -60,13 +62,15 @@ def run_case(levels, shape, channel_first, symmetric, num_codebooks, dtype_name)
     )
     if not same_codes:
         problems.append("codes")
-    if not torch.equal(indices.view(out.indices.shape).long(), out.indices.long()):
+    if not torch.equal(ours.indices.long(), out.indices.long()):
         problems.append("indices")
-    if flag.item() != 1:
+    x, geometry, _ = layout(ref, z)
+    checking = fsq_gpu.GpuSpec(ref, x.device, geometry, fma=True, check=True)
+    if not checking.run(x, keep=False)[3]:
         problems.append("nonfinite flag")
-    scale = zr.grad.float().abs().max().item()
+    scale = z2.grad.float().abs().max().item()
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    if (grad.float() - zr.grad.float()).abs().max().item() > tol * scale:
+    if (z1.grad.float() - z2.grad.float()).abs().max().item() > tol * scale:
         problems.append("gradient")
     return ",".join(problems)
 

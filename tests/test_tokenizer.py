@@ -10,17 +10,9 @@ from fsqkit.tokenizer import Tokenizer, TokenizerConfig
 from fsqkit.tokenizer.discriminator import PatchDiscriminator
 from fsqkit.tokenizer.losses import adaptive_weight, hinge_d_loss, reconstruction_loss
 from fsqkit.tokenizer.perceptual import DISABLED_MESSAGE, PerceptualLoss, _vgg16_features
+from tests.single_thread import one_thread  # noqa: F401
 
 TINY = dict(base_channels=8, norm_groups=4)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one intra-op thread is faster than two.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8, 16])

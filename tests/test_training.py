@@ -20,17 +20,9 @@ from fsqkit.training import (
     save_checkpoint,
 )
 from fsqkit.training import checkpoint as ckpt_mod
+from tests.single_thread import one_thread  # noqa: F401
 
 TINY_MODEL = dict(image_size=16, base_channels=8, channel_mult=(1, 2), norm_groups=4)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one intra-op thread is faster than two.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_train_cfg(**kw) -> TokenizerTrainConfig:

@@ -191,11 +191,7 @@ def compute_bin_edges(fsq: FSQ, device: torch.device) -> BinEdges | None:
 def bin_edges(fsq: FSQ, device: torch.device) -> BinEdges | None:
     """Cached :func:`compute_bin_edges`: recomputed only when a constant buffer
     changes (``.to()``, ``load_state_dict``) or for another device."""
-    buffers = (fsq._shift, fsq._half_l, fsq._offset, fsq._half_width, fsq._levels)
-    key = (device, fsq.symmetric, *((b.data_ptr(), b._version, b.device) for b in buffers))
-    cached = getattr(fsq, "_bin_edges_cache", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    edges = compute_bin_edges(fsq, device)
-    fsq._bin_edges_cache = (key, edges)
-    return edges
+    from fsqkit.quantizers.fsq_fused import cached, constants_key
+
+    key = (device, *constants_key(fsq))
+    return cached(fsq, "_bin_edges", key, lambda: compute_bin_edges(fsq, device), limit=4)

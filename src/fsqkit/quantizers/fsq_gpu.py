@@ -30,17 +30,22 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from fsqkit.quantizers.output import QuantizerOutput, zero_loss
+from fsqkit.quantizers.fsq_fused import (
+    Geometry,
+    cached,
+    constants_key,
+    eligible,
+    fused_forward,
+    kernel_constants,
+)
+from fsqkit.quantizers.output import QuantizerOutput
 
 if TYPE_CHECKING:
     from fsqkit.quantizers.fsq import FSQ
 
 log = logging.getLogger("fsqkit.fast")
 
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-NONFINITE_MESSAGE = "FSQ input contains NaN or infinite values"
 TILE_ELEMENTS = 4096  # elements per Triton program
 NUM_WARPS: int | None = None  # None: 8 for tiles of 2048 elements or more, else 4
 # Opt-in: 1-D "row" programs (channel-first forward with one codebook, and
@@ -78,24 +83,34 @@ def _next_pow2(n: int) -> int:
 class GpuSpec:
     """Constants and launch geometry for one ``(module, device, layout)``."""
 
-    def __init__(self, fsq: FSQ, device: torch.device, geometry: tuple[int, int, int], fma: bool):
+    def __init__(
+        self,
+        fsq: FSQ,
+        device: torch.device,
+        geometry: Geometry,
+        fma: bool,
+        out_dtype: torch.dtype = torch.float32,
+        check: bool = False,
+    ) -> None:
         self.kernels = triton_kernels()
         k = self.kernels
         assert k is not None
-        f32 = torch.float32
-        levels = fsq._levels.to(device, f32)
-        half_width = fsq._half_width.to(device, f32)
-        pow2 = bool(torch.all(torch.frexp(half_width).mantissa == 0.5))
+        c = kernel_constants(fsq, device)
+        pow2 = bool(torch.all(torch.frexp(c["half_width"]).mantissa == 0.5))
         self.mode = k.MODE_SYM if fsq.symmetric else (k.MODE_MULINV if pow2 else k.MODE_DIV)
+        zeros = torch.zeros_like(c["shift"])
         sym = fsq.symmetric
-        # per dimension, as the reference computes them (FSQ.quantize_digits)
-        self.shift = torch.zeros_like(levels) if sym else fsq._shift.to(device, f32).contiguous()
-        self.b = (levels - 1) if sym else fsq._half_l.to(device, f32).contiguous()
-        self.offset = torch.zeros_like(levels) if sym else fsq._offset.to(device, f32).contiguous()
-        self.h = (2.0 / (levels - 1)) if sym else half_width.contiguous()
-        self.inv = (1.0 / half_width).contiguous()
-        self.lm1 = (levels - 1).contiguous()
-        self.basis = fsq._basis.to(device, torch.int32).contiguous()
+        # per dimension, as the kernels take them (see fsq_triton._quantize)
+        self.shift = zeros if sym else c["shift"]
+        self.b = c["lm1"] if sym else c["half_l"]
+        self.offset = zeros if sym else c["offset"]
+        self.h = c["sym_scale"] if sym else c["half_width"]
+        self.inv = c["inv_half_width"]
+        self.lm1 = c["lm1"]
+        self.basis = c["basis"]
+        self.out_dtype = out_dtype
+        self.check = check  # report NaN/inf (one device-to-host read per call)
+        self._no_flag = torch.zeros(1, dtype=torch.int32, device=device)  # written, never read
         self.D = fsq.codebook_dim
         self.G = fsq.num_codebooks
         self.fma = fma
@@ -113,11 +128,18 @@ class GpuSpec:
         self.num_warps = NUM_WARPS or (8 if self.block * self.C_PAD >= 2048 else 4)
         self.rows = ROW_KERNELS
 
+    def run(self, x: Tensor, keep: bool) -> tuple[Tensor, Tensor, Tensor | None, bool]:
+        """The fused-path spec protocol (:mod:`fsqkit.quantizers.fsq_fused`): backward
+        needs ``x`` itself; NaN/inf is reported only when :attr:`check`."""
+        codes, indices, flag = self.forward(x, self.out_dtype)
+        return codes, indices, x if keep else None, self.check and bool(flag.item())
+
     def forward(self, x: Tensor, out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """``(codes, indices (N * G,), nonfinite flag (1,))`` for contiguous ``x``."""
+        """``(codes, indices (N * G,), nonfinite flag (1,))`` for contiguous ``x``;
+        the flag is meaningful only when :attr:`check`."""
         codes = torch.empty(x.shape, dtype=out_dtype, device=x.device)
         indices = torch.empty(self.n_pos * self.G, dtype=torch.int32, device=x.device)
-        flag = torch.zeros(1, dtype=torch.int32, device=x.device)
+        flag = torch.zeros(1, dtype=torch.int32, device=x.device) if self.check else self._no_flag
         outer, _, inner = self.geometry
         if self.rows and self.cf and self.G == 1:
             block = min(_next_pow2(inner), ROW_BLOCK)
@@ -137,7 +159,8 @@ class GpuSpec:
         return codes, indices, flag
 
     def backward(self, grad: Tensor, x: Tensor, out_dtype: torch.dtype) -> Tensor:
-        """Input gradient (``x``'s shape, ``out_dtype``) from the codes' gradient."""
+        """Input gradient (``x``'s shape, ``out_dtype``) from the codes' gradient and
+        the saved input ``x``."""
         grad_z = torch.empty(x.shape, dtype=out_dtype, device=x.device)
         outer, _, inner = self.geometry
         if self.rows:
@@ -164,119 +187,31 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-class _NonFinite(Exception):
-    """Raised inside the autograd function so that nothing is recorded."""
-
-
-class _FusedFSQCuda(torch.autograd.Function):
-    """``x (contiguous) -> (codes, indices)`` with the straight-through gradient;
-    saves ``x`` itself for backward."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, spec: GpuSpec, check: bool) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        codes, indices, flag = spec.forward(x, x.dtype)
-        if check and bool(flag.item()):
-            raise _NonFinite
-        ctx.spec = spec
-        ctx.save_for_backward(x)
-        ctx.mark_non_differentiable(indices)
-        return codes, indices
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: Tensor, _grad_indices: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        grad = grad_out.contiguous()
-        if grad.dtype not in SUPPORTED_DTYPES:
-            grad = grad.float()
-        return ctx.spec.backward(grad, x, x.dtype), None, None
-
-
-def _quantize(spec: GpuSpec, x: Tensor, check: bool) -> tuple[Tensor, Tensor]:
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _FusedFSQCuda.apply(x, spec, check)
-    codes, indices, flag = spec.forward(x, x.dtype)
-    if check and bool(flag.item()):
-        raise _NonFinite
-    return codes, indices
-
-
-def _spec_for(fsq: FSQ, x: Tensor, geometry: tuple[int, int, int]) -> GpuSpec | None:
-    """Cached per module, device and geometry; None if the probe failed."""
+def _spec_for(fsq: FSQ, x: Tensor, geometry: Geometry, out_dtype: torch.dtype) -> GpuSpec | None:
+    """Cached per module, device, layout and settings; None if the probe failed."""
     fma = probe(x.device)
     if fma is None:
         return None
-    buffers = (fsq._shift, fsq._half_l, fsq._offset, fsq._half_width, fsq._levels, fsq._basis)
-    key = (x.device, geometry, fma, ROW_KERNELS, ROW_BLOCK, TILE_ELEMENTS, NUM_WARPS,
-           *((b.data_ptr(), b._version) for b in buffers))  # fmt: skip
-    cache = fsq.__dict__.setdefault("_gpu_specs", {})
-    spec = cache.get(key)
-    if spec is None:
-        if len(cache) > 32:
-            cache.clear()
-        spec = cache[key] = GpuSpec(fsq, x.device, geometry, fma)
-    return spec
+    check = fsq.check_finite and not fsq.has_projections  # else FSQ.forward checked z
+    key = (x.device, geometry, out_dtype, fma, check, ROW_KERNELS, ROW_BLOCK, TILE_ELEMENTS,
+           NUM_WARPS, *constants_key(fsq))  # fmt: skip
+    return cached(
+        fsq, "_gpu_specs", key, lambda: GpuSpec(fsq, x.device, geometry, fma, out_dtype, check)
+    )
 
 
 def gpu_path_applies(fsq: FSQ, z: object) -> bool:
     """Cheap checks first; the Triton import and the probe run once."""
-    if torch.compiler.is_compiling() or torch.jit.is_scripting():
-        return False
-    if getattr(fsq, "fast", None) is False or not isinstance(z, Tensor) or type(z) is not Tensor:
-        return False
-    if z.device.type != "cuda" or z.dtype not in SUPPORTED_DTYPES or z.numel() == 0:
-        return False
-    if fsq.training and (fsq.dither > 0 or fsq.passthrough > 0):
-        return False
-    if fsq.index_dtype != torch.int32 or z.numel() >= 2**31:
-        return False
-    if fsq.has_projections and fsq._proj_dtype() not in SUPPORTED_DTYPES:
-        return False
-    if fsq._levels.device != z.device:
-        return False  # the reference path will raise the device mismatch
-    return triton_kernels() is not None
+    return eligible(fsq, z, "cuda") and triton_kernels() is not None
 
 
 def gpu_forward(fsq: FSQ, z: Tensor) -> QuantizerOutput | None:
     """``fsq(z)`` through the Triton kernels; None where the reference path must run
-    (a failed probe). Raises ``ValueError`` on NaN/inf when
-    ``check_finite`` is on (one 4-byte device-to-host read, where the reference
-    path reduces ``isfinite`` over the whole input). With ``check_finite`` off,
-    NaN inputs give NaN codes (as the reference) and the index of digit 0 where
-    the reference's float-to-int cast gives an unspecified value; infinities
-    give the end codes, as the reference does."""
-    from fsqkit.quantizers.fsq_fast import _layout
-
-    G = fsq.num_codebooks
-    check = fsq.check_finite and not fsq.has_projections  # else FSQ.forward checked z
-    try:
-        if not fsq.has_projections:
-            x, geometry, moved = _layout(fsq, z)
-            spec = _spec_for(fsq, x, geometry)
-            if spec is None:
-                return None
-            codes, indices = _quantize(spec, x, check)
-            out = codes.movedim(-1, 1) if moved else codes
-            cf = fsq.channel_first and z.ndim >= 3
-            positions = (z.shape[0], *z.shape[2:]) if cf else z.shape[:-1]
-        else:
-            zp = fsq.project_in(fsq._to_channel_last(z)).contiguous()  # (..., G*D)
-            with torch.autocast(device_type="cuda", enabled=False):
-                zp32 = zp.float()
-                geometry = (zp32.numel() // zp32.shape[-1], zp32.shape[-1], 1)
-                spec = _spec_for(fsq, zp32, geometry)
-                if spec is None:
-                    return None
-                codes, indices = _quantize(spec, zp32, check)
-            out = fsq.project_out(codes.to(fsq._proj_dtype())).to(z.dtype)
-            out = fsq._from_channel_last(out)
-            positions = zp.shape[:-1]
-    except _NonFinite:
-        raise ValueError(NONFINITE_MESSAGE) from None
-    indices = indices.view(*positions, G) if G > 1 else indices.view(positions)
-    return QuantizerOutput(
-        quantized=out, indices=indices, aux_loss=zero_loss(out), codebook_size=fsq.codebook_size
-    )
+    (a failed probe). Raises ``ValueError`` on NaN/inf when ``check_finite`` is on
+    (one 4-byte device-to-host read, where the reference path reduces ``isfinite``
+    over the whole input). With ``check_finite`` off, NaN and infinities go
+    through the same operations as in the reference."""
+    return fused_forward(fsq, z, _spec_for)
 
 
 def probe(device: torch.device) -> bool | None:

@@ -36,6 +36,10 @@ import threading
 from pathlib import Path
 
 import torch
+from torch import Tensor
+
+Geometry = tuple[int, int, int]  # (outer, C, inner)
+Consts = dict[str, Tensor]
 
 log = logging.getLogger("fsqkit.fast")
 
@@ -165,6 +169,14 @@ def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr() if t is not None else None)
 
 
+def _typed(t: Tensor) -> tuple[ctypes.c_void_p, int]:
+    return _ptr(t), DTYPE_CODES[t.dtype]
+
+
+def _named(consts: Consts, *names: str) -> list[ctypes.c_void_p]:
+    return [_ptr(consts[n]) for n in names]
+
+
 def _matches_torch_tanh(lib: ctypes.CDLL) -> bool:
     probe = _tanh_probe()
     ref = torch.tanh(probe)
@@ -210,148 +222,60 @@ class CpuKernel:
             return False
         return not channel_last or self.lib.fsq_edges_pattern(C) * K <= 8 * MAX_PATTERN
 
+    # The wrappers below pass tensors as (pointer, dtype code) where the C side
+    # takes both, the per-dimension constants by name from
+    # fsqkit.quantizers.fsq_fused.kernel_constants, and torch's thread count.
+
     def forward_edges(
-        self,
-        z: torch.Tensor,
-        out: torch.Tensor,
-        indices: torch.Tensor,
-        geometry: tuple[int, int, int],
-        edges: torch.Tensor,
-        consts: dict[str, torch.Tensor],
-        D: int,
-        G: int,
-        symmetric: bool,
-    ) -> bool:
+        self, z: Tensor, out: Tensor, indices: Tensor, geometry: Geometry, edges: Tensor,
+        consts: Consts, D: int, G: int, symmetric: bool,
+    ) -> bool:  # fmt: skip
         """Fill ``out`` (codes) and ``indices`` by comparing ``z`` with the bin
         ``edges`` ``(D, K)`` (no tanh). Returns True if ``z`` held NaN/inf."""
-        outer, C, inner = geometry
-        c = consts
         bad = self.lib.fsq_forward_edges(
-            _ptr(z),
-            DTYPE_CODES[z.dtype],
-            _ptr(out),
-            DTYPE_CODES[out.dtype],
-            _ptr(indices),
-            outer,
-            C,
-            inner,
-            _ptr(edges),
-            edges.shape[1],
-            _ptr(c["half_width"]),
-            _ptr(c["sym_scale"]),
-            _ptr(c["basis"]),
-            D,
-            G,
-            int(symmetric),
-            torch.get_num_threads(),
-        )
+            *_typed(z), *_typed(out), _ptr(indices), *geometry, _ptr(edges), edges.shape[1],
+            *_named(consts, "half_width", "sym_scale", "basis"),
+            D, G, int(symmetric), torch.get_num_threads(),
+        )  # fmt: skip
         if bad < 0:
             raise RuntimeError("fsq_forward_edges: edge table too large (check edges_fit first)")
         return bool(bad)
 
     def backward_z(
-        self,
-        grad: torch.Tensor,
-        z: torch.Tensor,
-        grad_z: torch.Tensor,
-        geometry: tuple[int, int, int],
-        consts: dict[str, torch.Tensor],
-        D: int,
-        symmetric: bool,
-    ) -> None:
+        self, grad: Tensor, z: Tensor, grad_z: Tensor, geometry: Geometry, consts: Consts,
+        D: int, symmetric: bool,
+    ) -> None:  # fmt: skip
         """Fill ``grad_z`` from ``grad`` (of the codes), recomputing tanh from ``z``."""
-        outer, C, inner = geometry
-        c = consts
         self.lib.fsq_backward_z(
-            _ptr(grad),
-            DTYPE_CODES[grad.dtype],
-            _ptr(z),
-            DTYPE_CODES[z.dtype],
-            _ptr(grad_z),
-            DTYPE_CODES[grad_z.dtype],
-            outer,
-            C,
-            inner,
-            _ptr(c["shift"]),
-            _ptr(c["half_l"]),
-            _ptr(c["half_width"]),
-            _ptr(c["lm1"]),
-            _ptr(c["sym_scale"]),
-            D,
-            int(symmetric),
-            torch.get_num_threads(),
-        )
+            *_typed(grad), *_typed(z), *_typed(grad_z), *geometry,
+            *_named(consts, "shift", "half_l", "half_width", "lm1", "sym_scale"),
+            D, int(symmetric), torch.get_num_threads(),
+        )  # fmt: skip
 
     def forward(
-        self,
-        z: torch.Tensor,
-        out: torch.Tensor,
-        saved_t: torch.Tensor | None,
-        indices: torch.Tensor,
-        geometry: tuple[int, int, int],
-        consts: dict[str, torch.Tensor],
-        D: int,
-        G: int,
-        symmetric: bool,
-    ) -> bool:
+        self, z: Tensor, out: Tensor, saved_t: Tensor | None, indices: Tensor,
+        geometry: Geometry, consts: Consts, D: int, G: int, symmetric: bool,
+    ) -> bool:  # fmt: skip
         """Fill ``out`` (codes), ``saved_t`` (tanh, optional) and ``indices``.
         ``geometry = (outer, C, inner)``. Returns True if ``z`` held NaN/inf."""
-        outer, C, inner = geometry
-        c = consts
         bad = self.lib.fsq_forward(
-            _ptr(z),
-            DTYPE_CODES[z.dtype],
-            _ptr(out),
-            DTYPE_CODES[out.dtype],
-            _ptr(saved_t),
-            _ptr(indices),
-            outer,
-            C,
-            inner,
-            _ptr(c["shift"]),
-            _ptr(c["half_l"]),
-            _ptr(c["offset"]),
-            _ptr(c["half_width"]),
-            _ptr(c["lm1"]),
-            _ptr(c["sym_scale"]),
-            _ptr(c["basis"]),
-            D,
-            G,
-            int(symmetric),
-            torch.get_num_threads(),
-        )
+            *_typed(z), *_typed(out), _ptr(saved_t), _ptr(indices), *geometry,
+            *_named(consts, "shift", "half_l", "offset", "half_width", "lm1", "sym_scale",
+                    "basis"),
+            D, G, int(symmetric), torch.get_num_threads(),
+        )  # fmt: skip
         return bool(bad)
 
     def backward(
-        self,
-        grad: torch.Tensor,
-        saved_t: torch.Tensor,
-        grad_z: torch.Tensor,
-        geometry: tuple[int, int, int],
-        consts: dict[str, torch.Tensor],
-        D: int,
-        symmetric: bool,
-    ) -> None:
+        self, grad: Tensor, saved_t: Tensor, grad_z: Tensor, geometry: Geometry,
+        consts: Consts, D: int, symmetric: bool,
+    ) -> None:  # fmt: skip
         """Fill ``grad_z`` from ``grad`` (of the codes) and the saved tanh."""
-        outer, C, inner = geometry
-        c = consts
         self.lib.fsq_backward(
-            _ptr(grad),
-            DTYPE_CODES[grad.dtype],
-            _ptr(saved_t),
-            _ptr(grad_z),
-            DTYPE_CODES[grad_z.dtype],
-            outer,
-            C,
-            inner,
-            _ptr(c["half_l"]),
-            _ptr(c["half_width"]),
-            _ptr(c["lm1"]),
-            _ptr(c["sym_scale"]),
-            D,
-            int(symmetric),
-            torch.get_num_threads(),
-        )
+            *_typed(grad), _ptr(saved_t), *_typed(grad_z), *geometry,
+            *_named(consts, "half_l", "half_width", "lm1", "sym_scale"),
+            D, int(symmetric), torch.get_num_threads(),
+        )  # fmt: skip
 
 
 def _load() -> CpuKernel:

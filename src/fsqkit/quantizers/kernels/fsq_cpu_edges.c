@@ -360,7 +360,7 @@ void fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, 
             he[j] = hc[c];
         }
     }
-    int stream = 0; /* codes and gradients are read by the next layer: keep them cached */
+    /* no streaming stores: the gradient is read by the next layer, keep it cached */
     if (outer * C * inner < PARALLEL_MIN) num_threads = 1;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) if (num_threads > 1)
     for (int64_t tix = 0; tix < t.n_tiles; tix++) {
@@ -383,13 +383,10 @@ void fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, 
             const float *gp = gb;
             if (g_dt == DT_F32) gp = (const float *)g + off;
             else load_run(gb, g, g_dt, off, n);
-            int direct = gz_dt == DT_F32 && !stream;
+            int direct = gz_dt == DT_F32;
             float *dst = direct ? (float *)gz + off : res;
             chain_rule(dst, gp, u, be, re, he, n, mode);
-            if (!direct) {
-                if (stream && gz_dt == DT_F32) stream_copy((float *)gz + off, res, n);
-                else store_run(gz, gz_dt, off, res, n);
-            }
+            if (!direct) store_run(gz, gz_dt, off, res, n);
             continue;
         }
         /* channel-first: all runs of the tile through one tanh call (VML's
@@ -412,13 +409,10 @@ void fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, 
             const float *gp = gb;
             if (g_dt == DT_F32) gp = (const float *)g + off;
             else load_run(gb, g, g_dt, off, np);
-            int direct = gz_dt == DT_F32 && !stream;
+            int direct = gz_dt == DT_F32;
             float *dst = direct ? (float *)gz + off : res;
             chain_rule_run(dst, gp, u + c * np, bc[c], rc[c], hc[c], np, mode);
-            if (!direct) {
-                if (stream && gz_dt == DT_F32) stream_copy((float *)gz + off, res, np);
-                else store_run(gz, gz_dt, off, res, np);
-            }
+            if (!direct) store_run(gz, gz_dt, off, res, np);
         }
     }
 }
