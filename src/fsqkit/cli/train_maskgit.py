@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fsqkit.maskgit.schedule import r_min_for_fraction
     from fsqkit.maskgit.train import MaskGITTrainConfig, train_maskgit
-    from fsqkit.training import cleanup_distributed, setup_distributed
+    from fsqkit.training import distributed_session
 
     arch = {
         "dim": args.dim,
@@ -85,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     trainer_cfg = trainer_config_from_args(args)
-    info = setup_distributed(args.device)
-    try:
+    with distributed_session(args.device) as info:
         result = train_maskgit(arch, train_cfg, trainer_cfg, info)
         if info.is_main:
             c, m = result.model.config, result.metrics
@@ -97,6 +96,4 @@ def run(args: argparse.Namespace) -> int:
                 f"{m['bits_per_image']:.1f} bits/image (raw {m['raw_bits_per_image']:.1f}) "
                 f"({result.train_seconds:.1f} s training, {info.world_size} process(es)) -> {args.out}"
             )
-    finally:
-        cleanup_distributed()
     return 0

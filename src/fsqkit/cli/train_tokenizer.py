@@ -172,13 +172,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fsqkit.tokenizer import train_tokenizer
     from fsqkit.tokenizer.model import describe
-    from fsqkit.training import cleanup_distributed, replicas_in_sync, setup_distributed
+    from fsqkit.training import distributed_session, replicas_in_sync
 
     model_cfg = model_config_from_args(args)
     train_cfg = train_config_from_args(args)
     trainer_cfg = trainer_config_from_args(args)
-    info = setup_distributed(args.device)
-    try:
+    with distributed_session(args.device) as info:
         result = train_tokenizer(model_cfg, train_cfg, trainer_cfg, info)
         in_sync = replicas_in_sync(result.model, info)  # collective: every rank
         if info.is_main:
@@ -191,6 +190,4 @@ def run(args: argparse.Namespace) -> int:
                 f"perplexity {m['perplexity']:.1f}  ({result.train_seconds:.1f} s training, "
                 f"{info.world_size} process(es)) -> {args.out}"
             )
-    finally:
-        cleanup_distributed()
     return 0

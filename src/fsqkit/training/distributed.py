@@ -8,12 +8,19 @@ size 1), so the same command runs single-process.
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 _CPU = torch.device("cpu")
 
@@ -62,16 +69,72 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     return DistInfo(rank, world, local, dev, backend)
 
 
-def cleanup_distributed() -> None:
-    """Tear the process group down on every rank.
+def cleanup_distributed(timeout_s: float = 60.0, *, failed: bool = False) -> None:
+    """Tear the process group down on every rank, and leave only together.
 
-    The barrier first makes every rank arrive together: otherwise a rank that
-    finishes early (rank 1, while rank 0 still evaluates and writes files) tears
-    down its gloo pairs under a peer that is still connected, and gloo aborts the
-    process ("terminate called without an active exception")."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    ``failed=True`` (this rank is leaving with an exception) skips every
+    collective: the peers may be waiting in another one, and a barrier here
+    would hang them until the backend's timeout. The launcher stops them.
+
+    Two races, each of which made gloo abort a rank ("terminate called without
+    an active exception", SIGABRT) in about one run of ten under load:
+
+    * a rank that finishes early (rank 1, while rank 0 still evaluates and
+      writes files) tears its gloo pairs down under a peer that is still
+      connected. The barrier makes every rank arrive first.
+    * a rank whose process exits while a peer is still inside
+      ``destroy_process_group`` (or still holds the group, e.g. through a DDP
+      wrapper freed only at interpreter exit) closes sockets under that peer's
+      teardown. So the group is destroyed after a garbage collection has freed
+      any wrapper that holds it, and then every rank checks in at the launcher's
+      key-value store and waits (at most ``timeout_s``) until all have done so.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if failed:
         dist.destroy_process_group()
+        return
+    world = dist.get_world_size()
+    try:
+        store = dist.distributed_c10d._get_default_store()
+    except Exception:  # private API; without it we skip the check-in
+        store = None
+    dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
+    if store is not None and world > 1:
+        _check_in(store, "fsqkit/teardown", world, timeout_s)
+
+
+def _check_in(store: dist.Store, key: str, world: int, timeout_s: float) -> None:
+    """Wait until all ``world`` ranks have added to ``key``. Counts from earlier
+    runs against the same store (an elastic restart) round up to whole groups.
+    Errors (a store hosted by a rank that has already left) end the wait."""
+    try:
+        arrived = store.add(key, 1)
+        target = -(-arrived // world) * world
+        deadline = time.monotonic() + timeout_s
+        while store.add(key, 0) < target:
+            if time.monotonic() > deadline:
+                log.warning("teardown: not every rank checked in within %.0f s", timeout_s)
+                return
+            time.sleep(0.01)
+    except Exception:  # the store may be gone once a peer exits
+        return
+
+
+@contextmanager
+def distributed_session(device: str | None = None) -> Iterator[DistInfo]:
+    """``with distributed_session("cpu") as info:`` sets up like
+    :func:`setup_distributed` and tears down with :func:`cleanup_distributed`
+    (synchronised on success, without collectives when an exception leaves)."""
+    info = setup_distributed(device)
+    try:
+        yield info
+    except BaseException:
+        cleanup_distributed(failed=True)
+        raise
+    cleanup_distributed()
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
