@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fsqkit import VectorQuantizer
+from fsqkit.training import cleanup_distributed
 
 CONFIGS = {
     "ema": {},
@@ -62,9 +63,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             vq.eval()
             vq(torch.randn(3, 4))
         result[name] = (vq.embed.detach().clone(), vq.cluster_size.clone())
-    dist.barrier()
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    cleanup_distributed()  # leaves together: a bare destroy can abort a rank
 
 
 def _free_port() -> int:
