@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -57,11 +58,17 @@ def _kernel() -> None:
         pytest.fail(f"kernel should build here: {build.unavailable_reason()}")
 
 
-@pytest.fixture(autouse=True, params=["bin-edges", "tanh"])
-def forward_mode(request, monkeypatch) -> str:
-    """Every test runs with both forward modes of the kernel."""
-    monkeypatch.setattr(fsq_fast, "USE_BIN_EDGES", request.param == "bin-edges")
-    return request.param
+@pytest.fixture(autouse=True, params=["bin-edges", "bin-edges-avx2", "tanh"])
+def forward_mode(request, monkeypatch) -> Iterator[str]:
+    """Every test runs with both forward modes of the kernel, the bin-edge mode
+    with both vector widths (16 lanes where built with AVX-512, and 8)."""
+    monkeypatch.setattr(fsq_fast, "USE_BIN_EDGES", request.param != "tanh")
+    kernel = build.get_cpu_kernel()
+    if kernel is not None and request.param == "bin-edges-avx2":
+        kernel.set_vector_width(8)
+    yield request.param
+    if kernel is not None:
+        kernel.set_vector_width(16)
 
 
 LEVEL_SETS = [[8, 5, 5, 5], [7, 5, 5, 5, 5], [8, 6, 5], [3], [16, 4], [8, 8, 8, 5, 5, 5]]
@@ -86,7 +93,7 @@ def test_matches_reference_symmetric(levels, channel_first) -> None:
 
 
 @needs_kernel
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(
     "shape", [(2, 4, 9, 13), (3, 4, 1500), (1, 4, 3, 5, 7), (2, 4, 1), (64, 4, 24, 24)]
 )
@@ -236,7 +243,7 @@ def test_saved_for_backward(dtype: torch.dtype, forward_mode: str) -> None:
     saved = _saved_for_backward(fast, z)
     assert len(saved) == 1
     same = saved[0].untyped_storage().data_ptr() == z.untyped_storage().data_ptr()
-    if forward_mode == "bin-edges":
+    if forward_mode != "tanh":
         assert same
     else:
         assert not same and saved[0].dtype == torch.float32 and saved[0].numel() == z.numel()

@@ -211,6 +211,8 @@ class CpuKernel:
         lib.fsq_forward_edges.restype = ci
         lib.fsq_forward_edges.argtypes = [p, ci, p, ci, p, i64, i64, i64, p, ci, p, p, p]
         lib.fsq_forward_edges.argtypes += [ci, ci, ci, ci]
+        lib.fsq_set_vector_width.restype = None
+        lib.fsq_set_vector_width.argtypes = [ci]
         lib.fsq_backward_z.restype = None
         lib.fsq_backward_z.argtypes = [p, ci, p, ci, p, ci, i64, i64, i64, p, p, p, p, p]
         lib.fsq_backward_z.argtypes += [ci, ci, ci]
@@ -221,6 +223,14 @@ class CpuKernel:
         if K > MAX_EDGES:
             return False
         return not channel_last or self.lib.fsq_edges_pattern(C) * K <= 8 * MAX_PATTERN
+
+    def set_vector_width(self, width: int) -> None:
+        """Vector loops of the bin-edge forward: 16 lanes (AVX-512, the default
+        where the kernel is built with it) or 8 (AVX2). Both give identical
+        results; the tests run both."""
+        if width not in (8, 16):
+            raise ValueError(f"vector width must be 8 or 16, got {width}")
+        self.lib.fsq_set_vector_width(width)
 
     # The wrappers below pass tensors as (pointer, dtype code) where the C side
     # takes both, the per-dimension constants by name from

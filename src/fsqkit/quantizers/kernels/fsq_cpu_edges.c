@@ -140,6 +140,133 @@ __attribute__((target("avx2,f16c"))) static int edges_run(const void *src, int s
         for (int p = 0; p < np; p++) idx[p * G] += wdig[p];
     return lbad;
 }
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define HAVE_EDGES16 1
+/* 16-lane versions of the loops above (built where torch runs AVX512 kernels):
+ * comparisons go to mask registers, the tails are masked loads and stores (no
+ * element past the run is read or written). fsq_set_vector_width(8) selects the
+ * AVX2 loops instead (the tests run both). */
+int g_width = 16;
+void fsq_set_vector_width(int w) { g_width = w == 8 ? 8 : 16; }
+
+static inline __mmask16 tail_mask(int left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
+static inline __m512 load16(const void *p, int dt, int64_t j, __mmask16 m) {
+    if (dt == DT_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + j);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)p + j);
+    if (dt == DT_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* float32 -> dtype as torch converts: round to nearest even (bf16 by the same
+ * integer rounding as f32_to_bf16_8, NaN to 0x7FC0). */
+static inline void store16(void *p, int dt, int64_t j, __m512 v, __mmask16 m) {
+    if (dt == DT_F32) {
+        _mm512_mask_storeu_ps((float *)p + j, m, v);
+        return;
+    }
+    __m256i h;
+    if (dt == DT_F16) {
+        h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+        __m512i b = _mm512_castps_si512(v);
+        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb));
+        r = _mm512_srli_epi32(r, 16);
+        r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
+                                  _mm512_set1_epi32(0x7FC0));
+        h = _mm512_cvtepi32_epi16(r);
+    }
+    _mm256_mask_storeu_epi16((uint16_t *)p + j, m, h);
+}
+
+/* edges8 on sixteen lanes (m: the valid ones; the others count as finite). */
+static inline __m512i edges16(__m512 v, const __m512 *E, int K, __m512 sc, __m512 inv, int mode,
+                              __m512i w, void *code, int code_dt, int64_t j, __mmask16 m,
+                              __mmask16 *bad) {
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i c = _mm512_setzero_si512();
+    for (int k = 0; k < K; k++)
+        c = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(v, E[k], _CMP_GE_OQ), c, one);
+    __m512 d = _mm512_cvtepi32_ps(c);
+    __m512 q;
+    if (mode == CODE_SYM) q = _mm512_sub_ps(_mm512_mul_ps(d, sc), _mm512_set1_ps(1.0f));
+    else if (mode == CODE_MULINV) q = _mm512_mul_ps(_mm512_sub_ps(d, sc), inv);
+    else q = _mm512_div_ps(_mm512_sub_ps(d, sc), sc);
+    store16(code, code_dt, j, q, m);
+    *bad |= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(v, v), v, _CMP_UNORD_Q);
+    return _mm512_mullo_epi32(c, w);
+}
+
+/* edges_cl8 with sixteen lanes: the 8-lane pattern (C divides 8) twice. */
+static int edges_cl16(const void *src, int src_dt, int n, int nvalid, const float *ep, int K,
+                      const float *sp, const float *ip, int mode, const int32_t *wp, int D,
+                      void *code, int code_dt, int32_t *wdig, int32_t *idx) {
+    __m512 E[MAXK];
+    for (int k = 0; k < K; k++) {
+        __m256 e8 = _mm256_loadu_ps(ep + 8 * k);
+        E[k] = _mm512_insertf32x8(_mm512_castps256_ps512(e8), e8, 1);
+    }
+    __m256 s8 = _mm256_loadu_ps(sp), i8 = _mm256_loadu_ps(ip);
+    __m512 sc = _mm512_insertf32x8(_mm512_castps256_ps512(s8), s8, 1);
+    __m512 inv = _mm512_insertf32x8(_mm512_castps256_ps512(i8), i8, 1);
+    __m256i w8 = _mm256_loadu_si256((const __m256i *)wp);
+    __m512i w = _mm512_inserti32x8(_mm512_castsi256_si512(w8), w8, 1);
+    const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    __mmask16 bad = 0;
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 m = tail_mask(n - j);
+        /* padding lanes (past nvalid) are computed but not checked */
+        __mmask16 valid = tail_mask(nvalid - j > 0 ? nvalid - j : 0);
+        __mmask16 lanebad = 0;
+        __m512i wd = edges16(load16(src, src_dt, j, m), E, K, sc, inv, mode, w, code, code_dt, j,
+                             m, &lanebad);
+        bad |= lanebad & valid;
+        if (D == 4) { /* four groups per vector: sums within 128-bit lanes */
+            __m512i h = _mm512_add_epi32(wd, _mm512_shuffle_epi32(wd, _MM_PERM_CDAB));
+            h = _mm512_add_epi32(h, _mm512_shuffle_epi32(h, _MM_PERM_BADC));
+            __m128i g4 = _mm512_castsi512_si128(_mm512_permutexvar_epi32(pick, h));
+            if (m == 0xFFFF) _mm_storeu_si128((__m128i *)(idx + j / 4), g4);
+            else _mm_storel_epi64((__m128i *)(idx + j / 4), g4); /* n - j == 8 */
+        } else {
+            _mm512_mask_storeu_epi32(wdig + j, m, wd);
+        }
+    }
+    if (D != 4) sum_groups(wdig, idx, n / D, D);
+    return bad != 0;
+}
+
+/* edges_run with sixteen lanes; reads and writes exactly np elements. */
+static int edges_run16(const void *src, int src_dt, int np, const float *e, int K, float scale,
+                       float invs, int mode, int32_t b, int G, void *code, int code_dt,
+                       int32_t *wdig, int32_t *idx) {
+    __m512 E[MAXK];
+    for (int k = 0; k < K; k++) E[k] = _mm512_set1_ps(e[k]);
+    __m512 sc = _mm512_set1_ps(scale), inv = _mm512_set1_ps(invs);
+    __m512i w = _mm512_set1_epi32(b);
+    __mmask16 bad = 0;
+    for (int p = 0; p < np; p += 16) {
+        __mmask16 m = tail_mask(np - p);
+        __m512i wd = edges16(load16(src, src_dt, p, m), E, K, sc, inv, mode, w, code, code_dt, p,
+                             m, &bad);
+        if (G == 1) {
+            __m512i acc = _mm512_maskz_loadu_epi32(m, idx + p);
+            _mm512_mask_storeu_epi32(idx + p, m, _mm512_add_epi32(acc, wd));
+        } else {
+            _mm512_mask_storeu_epi32(wdig + p, m, wd);
+        }
+    }
+    if (G > 1)
+        for (int p = 0; p < np; p++) idx[p * G] += wdig[p];
+    return bad != 0;
+}
+#endif
+#endif
+#if !defined(HAVE_EDGES16)
+void fsq_set_vector_width(int w) { (void)w; }
 #endif
 
 static int any_nonfinite(const float *u, int n) {
@@ -220,8 +347,14 @@ int fsq_forward_edges(const void *z, int z_dt, void *out, int out_dt, int32_t *i
                     for (int j = n; j < nr; j++) u[j] = 0.0f;
                 }
                 int32_t *idst = nr == n ? indices + s * G : idx;
-                bad |= edges_cl8(src, src_dt, nr, n, ep, K, sp, ip, mode, wp, D, cdst, cdt, dig,
-                                 idst);
+#if defined(HAVE_EDGES16)
+                if (g_width == 16)
+                    bad |= edges_cl16(src, src_dt, nr, n, ep, K, sp, ip, mode, wp, D, cdst, cdt,
+                                      dig, idst);
+                else
+#endif
+                    bad |= edges_cl8(src, src_dt, nr, n, ep, K, sp, ip, mode, wp, D, cdst, cdt,
+                                     dig, idst);
                 if (idst == idx) memcpy(indices + s * G, idx, (size_t)np * G * 4);
                 if (cdst == code) store_run(out, out_dt, off, code, n);
                 continue;
@@ -254,6 +387,9 @@ int fsq_forward_edges(const void *z, int z_dt, void *out, int out_dt, int32_t *i
              * dtypes) when a whole number of vectors: edges_run reads and writes
              * up to 7 past np */
             int whole = np % 8 == 0;
+#if defined(HAVE_EDGES16)
+            whole |= g_width == 16; /* masked tails: exactly np elements */
+#endif
             int zes = z_dt == DT_F32 ? 4 : 2, oes = out_dt == DT_F32 ? 4 : 2;
             for (int p = 0; p < np * G + 8; p++) idx[p] = 0;
             for (int c = 0; c < C; c++) {
@@ -269,8 +405,14 @@ int fsq_forward_edges(const void *z, int z_dt, void *out, int out_dt, int32_t *i
                 }
                 void *cdst = whole ? (void *)((char *)out + roff * oes) : (void *)code;
                 int cdt = whole ? out_dt : DT_F32;
-                bad |= edges_run(src, src_dt, np, edges + d * K, kd[d], scale[d], inv[d], mode,
-                                 basis[d], G, cdst, cdt, dig, idx + g);
+#if defined(HAVE_EDGES16)
+                if (g_width == 16)
+                    bad |= edges_run16(src, src_dt, np, edges + d * K, kd[d], scale[d], inv[d],
+                                       mode, basis[d], G, cdst, cdt, dig, idx + g);
+                else
+#endif
+                    bad |= edges_run(src, src_dt, np, edges + d * K, kd[d], scale[d], inv[d],
+                                     mode, basis[d], G, cdst, cdt, dig, idx + g);
                 if (!whole) store_run(out, out_dt, roff, code, np);
             }
             memcpy(indices + (o * inner + s) * G, idx, (size_t)np * G * 4);
