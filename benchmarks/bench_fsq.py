@@ -7,8 +7,9 @@ one transcendental FSQ must compute), all measured in the same run.
     python benchmarks/bench_fsq.py --quick         # tiny shapes, smoke test
 
 Timings are medians over ``--repeats`` rounds after ``--warmup`` rounds; the
-candidates are interleaved round by round so that load on a shared machine hits
-them alike. Ratios are what to compare across machines: ``x tanh`` = time / one
+candidates are interleaved round by round, in an order shuffled every round, so
+that load on a shared machine and the page faults left by a previous candidate
+hit them alike. Ratios are what to compare across machines: ``x tanh`` = time / one
 tanh pass over the same tensor (fp32), ``peer/ours`` = vector-quantize-pytorch's
 time / ours. "Saved for backward" is the memory the autograd graph keeps between
 forward and backward (unique storages, measured with saved_tensors_hooks).
@@ -17,7 +18,9 @@ forward and backward (unique storages, measured with saved_tensors_hooks).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import random
 import statistics
 import sys
 import time
@@ -81,10 +84,19 @@ def _time_rounds(
     repeats: int,
     stat: str = "median",
 ) -> dict[str, float]:
-    """Seconds per function (median or min over rounds), rounds interleaved."""
+    """Seconds per function (median or min over rounds), rounds interleaved.
+
+    The order is shuffled every round (seeded), so that each candidate follows
+    every other one alike: a call right after one that allocated and freed a lot
+    (the reference path, the peer) pays fresh page faults for its outputs, which,
+    with a fixed order, would always hit the same candidates."""
     times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    order = random.Random(0)
     for r in range(warmup + repeats):
-        for name, fn in fns.items():
+        order.shuffle(names)
+        for name in names:
+            fn = fns[name]
             _sync(device)
             t0 = time.perf_counter()
             fn()
@@ -134,6 +146,22 @@ def copy_bandwidth(device: torch.device, nbytes: int = 2**30, repeats: int = 20)
     dst = torch.empty_like(src)
     t = _time_rounds({"copy": lambda: dst.copy_(src)}, device, 3, repeats)["copy"]
     return 2 * nbytes / t / 1e9
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory in the process (no trimming, no mmap for
+    blocks up to 32 MiB), so that an output does not pay fresh page faults
+    because the previous candidate's temporaries were handed back to the kernel.
+    Without it, medians of the large shapes are bimodal and depend on which
+    candidate ran before (several ms on a 16 MiB output here). Applies to every
+    candidate alike; ``--system-malloc`` keeps glibc's defaults."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
+        return ok and libc.mallopt(m_mmap_threshold, 32 * 2**20) == 1
+    except (OSError, AttributeError):
+        return False
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -264,7 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fp32-only", action="store_true")
     p.add_argument("--skip-reference", action="store_true", help="skip fsqkit's reference path")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="keep glibc's default trimming (outputs then often pay fresh page faults)",
+    )
     args = p.parse_args(argv)
+    memory = "glibc malloc defaults"
+    if not args.system_malloc and args.device == "cpu":
+        memory = "freed memory kept (mallopt)" if keep_freed_memory() else memory
     from fsqkit.quantizers.kernels.build import get_cpu_kernel
 
     if args.device == "cpu":
@@ -278,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or torch.get_num_threads()
     print(
         f"torch {torch.__version__}, device {args.device}, threads {threads}, levels {LEVELS}, "
-        f"{args.stat} of {args.repeats} rounds, {path}"
+        f"{args.stat} of {args.repeats} rounds, {path}, {memory}"
     )
     rows = run(args)
     print(format_table(rows))
