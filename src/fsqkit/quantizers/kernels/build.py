@@ -213,7 +213,7 @@ class CpuKernel:
         lib.fsq_forward_edges.argtypes += [ci, ci, ci, ci]
         lib.fsq_set_vector_width.restype = None
         lib.fsq_set_vector_width.argtypes = [ci]
-        lib.fsq_backward_z.restype = None
+        lib.fsq_backward_z.restype = ci
         lib.fsq_backward_z.argtypes = [p, ci, p, ci, p, ci, i64, i64, i64, p, p, p, p, p]
         lib.fsq_backward_z.argtypes += [ci, ci, ci]
 
@@ -256,11 +256,13 @@ class CpuKernel:
         D: int, symmetric: bool,
     ) -> None:  # fmt: skip
         """Fill ``grad_z`` from ``grad`` (of the codes), recomputing tanh from ``z``."""
-        self.lib.fsq_backward_z(
+        failed = self.lib.fsq_backward_z(
             *_typed(grad), *_typed(z), *_typed(grad_z), *geometry,
             *_named(consts, "shift", "half_l", "half_width", "lm1", "sym_scale"),
             D, int(symmetric), torch.get_num_threads(),
         )  # fmt: skip
+        if failed:
+            raise MemoryError("FSQ backward: could not allocate the kernel's tile buffers")
 
     def forward(
         self, z: Tensor, out: Tensor, saved_t: Tensor | None, indices: Tensor,
