@@ -475,31 +475,37 @@ static inline void chain_rule_run(float *restrict dst, const float *restrict gp,
 }
 
 #if defined(HAVE_EDGES16)
-/* Channel-last backward with C dividing 16: the per-element constants repeat
- * every 16 lanes, so they stay in registers instead of being read from four
- * tile-long arrays. Same operations in the same order as shift_run/chain_rule. */
+/* 16-lane backward loops whose per-element constants repeat every 16 lanes
+ * (channel-last with C dividing 16; a channel-first run, all lanes alike): the
+ * constants stay in registers instead of being read from tile-long arrays, and
+ * bf16/fp16 are converted in registers instead of through staging buffers.
+ * Same operations in the same order as the loops in fsq_backward_z. */
 static inline __m512 lanes16(const float *pattern) { return _mm512_loadu_ps(pattern); }
 
-static void shift_cl16(float *restrict u, const float *restrict zs, const float *ae, int n) {
+/* u = z + shift for the n elements of z (any dtype) at offset off. */
+static void shift16(float *restrict u, const void *z, int z_dt, int64_t off, const float *ae,
+                       int n) {
     __m512 a = lanes16(ae);
     for (int j = 0; j < n; j += 16) {
         __mmask16 m = tail_mask(n - j);
-        _mm512_mask_storeu_ps(u + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, zs + j), a));
+        _mm512_mask_storeu_ps(u + j, m, _mm512_add_ps(load16(z, z_dt, off + j, m), a));
     }
 }
 
-static void chain_cl16(float *restrict dst, const float *restrict gp, const float *restrict u,
-                       const float *be, const float *re, const float *he, int n, int mode) {
+/* grad_z from g and t = u, read and written in their own dtypes at offset off. */
+static void chain16(void *gz, int gz_dt, const void *gp, int g_dt, int64_t off,
+                       const float *restrict u, const float *be, const float *re,
+                       const float *he, int n, int mode) {
     const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
     __m512 b = lanes16(be), r = lanes16(re), h = lanes16(he);
     for (int j = 0; j < n; j += 16) {
         __mmask16 m = tail_mask(n - j);
-        __m512 g = _mm512_maskz_loadu_ps(m, gp + j), t = _mm512_maskz_loadu_ps(m, u + j);
+        __m512 g = load16(gp, g_dt, off + j, m), t = _mm512_maskz_loadu_ps(m, u + j);
         __m512 a;
         if (mode == CODE_SYM) a = _mm512_mul_ps(_mm512_div_ps(_mm512_mul_ps(g, h), two), b);
         else if (mode == CODE_MULINV) a = _mm512_mul_ps(_mm512_mul_ps(g, r), b);
         else a = _mm512_mul_ps(_mm512_div_ps(g, h), b);
-        _mm512_mask_storeu_ps(dst + j, m, _mm512_mul_ps(a, _mm512_fnmadd_ps(t, t, one)));
+        store16(gz, gz_dt, off + j, _mm512_mul_ps(a, _mm512_fnmadd_ps(t, t, one)), m);
     }
 }
 #endif
@@ -559,11 +565,15 @@ int fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, i
         if (!t.cf) {
             int n = np * (int)C;
             int64_t off = run_offset(&t, o, s, 0);
-            if (z_dt == DT_F32 && cl16) {
 #if defined(HAVE_EDGES16)
-                shift_cl16(u, (const float *)z + off, ae, n);
+            if (cl16) { /* conversions in registers, no staging */
+                shift16(u, z, z_dt, off, ae, n);
+                tanh_inplace(u, n);
+                chain16(gz, gz_dt, g, g_dt, off, u, be, re, he, n, mode);
+                continue;
+            }
 #endif
-            } else if (z_dt == DT_F32) {
+            if (z_dt == DT_F32) {
                 const float *zs = (const float *)z + off;
                 for (int j = 0; j < n; j++) u[j] = zs[j] + ae[j];
             } else {
@@ -576,11 +586,7 @@ int fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, i
             else load_run(gb, g, g_dt, off, n);
             int direct = gz_dt == DT_F32;
             float *dst = direct ? (float *)gz + off : res;
-#if defined(HAVE_EDGES16)
-            if (cl16) chain_cl16(dst, gp, u, be, re, he, n, mode);
-            else
-#endif
-                chain_rule(dst, gp, u, be, re, he, n, mode);
+            chain_rule(dst, gp, u, be, re, he, n, mode);
             if (!direct) store_run(gz, gz_dt, off, res, n);
             continue;
         }
@@ -590,6 +596,14 @@ int fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, i
             float *uc = u + c * np;
             int64_t zoff = run_offset(&t, o, s, c);
             float sh = ac[c];
+#if defined(HAVE_EDGES16)
+            if (g_width == 16 && z_dt != DT_F32) { /* (float32: the plain loop is faster) */
+                float pa[16];
+                for (int l = 0; l < 16; l++) pa[l] = sh;
+                shift16(uc, z, z_dt, zoff, pa, np);
+                continue;
+            }
+#endif
             if (z_dt == DT_F32) {
                 const float *zs = (const float *)z + zoff;
                 for (int j = 0; j < np; j++) uc[j] = zs[j] + sh;
@@ -601,6 +615,18 @@ int fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, i
         tanh_inplace(u, np * (int)C);
         for (int c = 0; c < C; c++) {
             int64_t off = run_offset(&t, o, s, c);
+#if defined(HAVE_EDGES16)
+            if (g_width == 16 && (g_dt != DT_F32 || gz_dt != DT_F32)) {
+                float pb[16], pr[16], ph[16];
+                for (int l = 0; l < 16; l++) {
+                    pb[l] = bc[c];
+                    pr[l] = rc[c];
+                    ph[l] = hc[c];
+                }
+                chain16(gz, gz_dt, g, g_dt, off, u + c * np, pb, pr, ph, np, mode);
+                continue;
+            }
+#endif
             const float *gp = gb;
             if (g_dt == DT_F32) gp = (const float *)g + off;
             else load_run(gb, g, g_dt, off, np);
