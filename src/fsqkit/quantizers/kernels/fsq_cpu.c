@@ -27,6 +27,103 @@ void fsq_tanh(const float *in, float *out, int64_t n) {
     }
 }
 
+/* What one forward tile (tanh mode) needs, shared read-only by the threads. */
+typedef struct {
+    tiling t;
+    const consts_tile *full;
+    const int32_t *wfull, *basis;
+    const void *z;
+    void *out;
+    float *saved_t;
+    int32_t *indices;
+    const float *shift, *half_l, *offset, *half_width, *lm1, *sym_scale;
+    int z_dt, out_dt, D, G, symmetric, stream;
+} fwd_ctx;
+
+/* Codes, indices (and saved tanh) of tile tix; returns nonzero on NaN/inf. */
+static int forward_tile(const fwd_ctx *x, int64_t tix) {
+    const tiling t = x->t;
+    const consts_tile *full = x->full;
+    const int32_t *wfull = x->wfull, *basis = x->basis;
+    const void *z = x->z;
+    void *out = x->out;
+    float *saved_t = x->saved_t;
+    int32_t *indices = x->indices;
+    const float *shift = x->shift, *half_l = x->half_l, *offset = x->offset;
+    const float *half_width = x->half_width, *lm1 = x->lm1, *sym_scale = x->sym_scale;
+    int z_dt = x->z_dt, out_dt = x->out_dt, D = x->D, G = x->G, symmetric = x->symmetric;
+    int stream = x->stream;
+    int64_t C = t.C, inner = t.inner;
+    float u[TILE + 16] __attribute__((aligned(64)));
+    float code[TILE];
+    int32_t dig[TILE];
+    int32_t idx[TILE];
+    consts_tile part;
+    int64_t o, s;
+    int np = tile_span(&t, tix, &o, &s);
+    const consts_tile *k = full;
+    if (np != t.P) {
+        fill_consts(&t, &part, np, D, symmetric, shift, half_l, offset, half_width, lm1,
+                    sym_scale);
+        k = &part;
+    }
+    int n = np * (int)C;
+    /* Channel-last float32 tiles are one contiguous run: read and write them in
+     * place instead of through the staging buffers. */
+    int direct = !t.cf;
+    int64_t off = run_offset(&t, o, s, 0);
+    const float *src = u;
+    if (direct && z_dt == DT_F32) src = (const float *)z + off;
+    else gather(&t, u, z, z_dt, o, s, np);
+    float *cdst = (direct && out_dt == DT_F32 && !stream) ? (float *)out + off : code;
+    float *tdst = (direct && saved_t) ? saved_t + off : 0;
+    int lbad = 0;
+    for (int j = 0; j < n; j++) {
+        float v = src[j];
+        lbad |= !(v - v == 0.0f); /* NaN or inf */
+        u[j] = v + k->a[j];
+    }
+    tanh_inplace(u, n);
+    if (symmetric) {
+        for (int j = 0; j < n; j++) {
+            float tj = u[j];
+            float x = (k->b[j] * (tj + 1.0f)) / 2.0f;
+            float r = nearbyintf(x);
+            float q = x + (r - x); /* the STE's forward value: -0 becomes +0 as in torch */
+            cdst[j] = q * k->h[j] - 1.0f;
+            dig[j] = (int32_t)clampf(r, k->m[j]);
+        }
+    } else {
+        for (int j = 0; j < n; j++) {
+            float tj = u[j];
+            float x = tj * k->b[j] - k->c[j];
+            float r = nearbyintf(x);
+            float q = x + (r - x);
+            cdst[j] = q / k->h[j];
+            dig[j] = (int32_t)clampf(r + k->h[j], k->m[j]);
+        }
+    }
+    if (tdst) stream_copy(tdst, u, n);
+    /* Mixed-radix indices over the D digits of each codebook. */
+    int64_t pos0 = t.cf ? o * inner + s : s;
+    int32_t *idst = indices + pos0 * G;
+    if (t.cf) {
+        for (int p = 0; p < np * G; p++) idx[p] = 0;
+        for (int c = 0; c < C; c++) {
+            int g = c / D;
+            int32_t b = basis[c % D];
+            for (int p = 0; p < np; p++) idx[p * G + g] += dig[c * np + p] * b;
+        }
+        memcpy(idst, idx, (size_t)np * G * 4);
+    } else {
+        for (int j = 0; j < n; j++) dig[j] *= wfull[j];
+        sum_groups(dig, idst, np * G, D);
+    }
+    if (cdst == code) scatter(&t, out, out_dt, code, o, s, np, stream);
+    if (saved_t && !tdst) scatter(&t, saved_t, DT_F32, u, o, s, np, 1);
+    return lbad;
+}
+
 /* Returns nonzero if z held a NaN or an infinity. saved_t may be NULL. */
 int fsq_forward(const void *z, int z_dt, void *out, int out_dt, float *saved_t, int32_t *indices,
                 int64_t outer, int64_t C, int64_t inner, const float *shift, const float *half_l,
@@ -46,77 +143,16 @@ int fsq_forward(const void *z, int z_dt, void *out, int out_dt, float *saved_t, 
     int stream = outer * C * inner * 4 >= STREAM_BYTES;
 
     if (outer * C * inner < PARALLEL_MIN) num_threads = 1;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) reduction(| : bad) if (num_threads > 1)
-    for (int64_t tix = 0; tix < t.n_tiles; tix++) {
-        float u[TILE + 16] __attribute__((aligned(64)));
-        float code[TILE];
-        int32_t dig[TILE];
-        int32_t idx[TILE];
-        consts_tile part;
-        int64_t o, s;
-        int np = tile_span(&t, tix, &o, &s);
-        const consts_tile *k = &full;
-        if (np != t.P) {
-            fill_consts(&t, &part, np, D, symmetric, shift, half_l, offset, half_width, lm1,
-                        sym_scale);
-            k = &part;
-        }
-        int n = np * (int)C;
-        /* Channel-last float32 tiles are one contiguous run: read and write them in
-         * place instead of through the staging buffers. */
-        int direct = !t.cf;
-        int64_t off = run_offset(&t, o, s, 0);
-        const float *src = u;
-        if (direct && z_dt == DT_F32) src = (const float *)z + off;
-        else gather(&t, u, z, z_dt, o, s, np);
-        float *cdst = (direct && out_dt == DT_F32 && !stream) ? (float *)out + off : code;
-        float *tdst = (direct && saved_t) ? saved_t + off : 0;
-        int lbad = 0;
-        for (int j = 0; j < n; j++) {
-            float v = src[j];
-            lbad |= !(v - v == 0.0f); /* NaN or inf */
-            u[j] = v + k->a[j];
-        }
-        bad |= lbad;
-        tanh_inplace(u, n);
-        if (symmetric) {
-            for (int j = 0; j < n; j++) {
-                float tj = u[j];
-                float x = (k->b[j] * (tj + 1.0f)) / 2.0f;
-                float r = nearbyintf(x);
-                float q = x + (r - x); /* the STE's forward value: -0 becomes +0 as in torch */
-                cdst[j] = q * k->h[j] - 1.0f;
-                dig[j] = (int32_t)clampf(r, k->m[j]);
-            }
-        } else {
-            for (int j = 0; j < n; j++) {
-                float tj = u[j];
-                float x = tj * k->b[j] - k->c[j];
-                float r = nearbyintf(x);
-                float q = x + (r - x);
-                cdst[j] = q / k->h[j];
-                dig[j] = (int32_t)clampf(r + k->h[j], k->m[j]);
-            }
-        }
-        if (tdst) stream_copy(tdst, u, n);
-        /* Mixed-radix indices over the D digits of each codebook. */
-        int64_t pos0 = t.cf ? o * inner + s : s;
-        int32_t *idst = indices + pos0 * G;
-        if (t.cf) {
-            for (int p = 0; p < np * G; p++) idx[p] = 0;
-            for (int c = 0; c < C; c++) {
-                int g = c / D;
-                int32_t b = basis[c % D];
-                for (int p = 0; p < np; p++) idx[p * G + g] += dig[c * np + p] * b;
-            }
-            memcpy(idst, idx, (size_t)np * G * 4);
-        } else {
-            for (int j = 0; j < n; j++) dig[j] *= wfull[j];
-            sum_groups(dig, idst, np * G, D);
-        }
-        if (cdst == code) scatter(&t, out, out_dt, code, o, s, np, stream);
-        if (saved_t && !tdst) scatter(&t, saved_t, DT_F32, u, o, s, np, 1);
+    fwd_ctx x = {t, &full, wfull, basis, z, out, saved_t, indices, shift, half_l, offset,
+                 half_width, lm1, sym_scale, z_dt, out_dt, D, G, symmetric, stream};
+    /* One thread: a plain loop, not `parallel ... if (0)` (see fsq_backward_z:
+     * MKL's vmsTanh would open a nested team of new threads on every call). */
+    if (num_threads == 1) {
+        for (int64_t tix = 0; tix < t.n_tiles; tix++) bad |= forward_tile(&x, tix);
+        return bad;
     }
+#pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) reduction(| : bad)
+    for (int64_t tix = 0; tix < t.n_tiles; tix++) bad |= forward_tile(&x, tix);
     return bad;
 }
 
