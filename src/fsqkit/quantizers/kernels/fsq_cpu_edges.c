@@ -514,10 +514,22 @@ static void chain16(void *gz, int gz_dt, const void *gp, int g_dt, int64_t off,
  * microsecond before its first element (measured through ctypes, one thread:
  * 4.4 ns per element at 1024,
  * 2.8 at 4096, 2.6 from 16384 on), so the backward hands it 16384
- * elements at a time. The tile buffers (3 x 64 KiB per thread) live on the heap,
- * not on the OpenMP threads' stacks. */
+ * elements at a time. The tile buffers (3 x 64 KiB per thread) are per-thread
+ * heap blocks (thread_buffer), not on the OpenMP threads' stacks. */
 #define BTILE 16384
 #define BSTRIDE (BTILE + 16)
+
+/* Per-thread scratch, allocated on a thread's first backward and kept: a
+ * fresh heap block per call would be mapped anew (page faults on every call,
+ * per thread), and 192 KiB of tile buffers do not belong on OpenMP stacks.
+ * Bounded: one buffer of each kind per thread that ever runs the backward. */
+static __thread float *tls_tile = NULL;   /* u, gb, res: 3 * BSTRIDE floats */
+static __thread float *tls_consts = NULL; /* ae, be, re, he: 4 * BTILE floats */
+
+static float *thread_buffer(float **slot, size_t floats) {
+    if (*slot == NULL) *slot = aligned_alloc(64, (sizeof(float) * floats + 63) & ~(size_t)63);
+    return *slot;
+}
 
 /* What one backward tile needs (shared by the threads, read only). */
 typedef struct {
@@ -633,10 +645,8 @@ int fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, i
     }
     /* channel-last: the same per element of a tile (tiles start at channel 0) */
     if (outer * C * inner < PARALLEL_MIN) num_threads = 1;
-    /* one heap block: ae, be, re, he (BTILE each), then u, gb, res per thread */
-    size_t per_thread = 3 * (size_t)BSTRIDE;
-    size_t bytes = sizeof(float) * (4 * (size_t)BTILE + per_thread * (size_t)num_threads);
-    float *work = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    /* ae, be, re, he: BTILE each, in the calling thread's buffer */
+    float *work = thread_buffer(&tls_consts, 4 * (size_t)BTILE);
     if (work == NULL) return -1;
     float *ae = work, *be = work + BTILE, *re = work + 2 * BTILE, *he = work + 3 * BTILE;
     if (!t.cf) {
@@ -653,22 +663,24 @@ int fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, i
     cl16 = !t.cf && 16 % C == 0 && g_width == 16;
 #endif
     bwd_ctx x = {t, g, z, gz, g_dt, z_dt, gz_dt, mode, cl16, ac, bc, rc, hc, ae, be, re, he};
-    float *bufs = work + 4 * (size_t)BTILE;
     /* One thread: a plain loop, no OpenMP region. Inside `parallel if (0)` (an
      * inactive region) MKL's threaded vmsTanh opens a nested team of new threads
      * on every call: 100+ us per tile, measured (8192 elements: 1 ms instead of
      * 30 us). In an active region MKL runs sequentially. No streaming stores:
      * the gradient is read by the next layer, keep it cached. */
+    int failed = 0;
     if (num_threads == 1) {
+        float *u = thread_buffer(&tls_tile, 3 * (size_t)BSTRIDE);
+        if (u == NULL) return -1;
         for (int64_t tix = 0; tix < t.n_tiles; tix++)
-            backward_tile(&x, tix, bufs, bufs + BSTRIDE, bufs + 2 * BSTRIDE);
-    } else {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
-        for (int64_t tix = 0; tix < t.n_tiles; tix++) {
-            float *u = bufs + per_thread * (size_t)omp_get_thread_num();
             backward_tile(&x, tix, u, u + BSTRIDE, u + 2 * BSTRIDE);
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads) reduction(| : failed)
+        for (int64_t tix = 0; tix < t.n_tiles; tix++) {
+            float *u = thread_buffer(&tls_tile, 3 * (size_t)BSTRIDE);
+            if (u == NULL) failed = 1;
+            else backward_tile(&x, tix, u, u + BSTRIDE, u + 2 * BSTRIDE);
         }
     }
-    free(work);
-    return 0;
+    return failed ? -1 : 0;
 }
