@@ -12,7 +12,9 @@
  *   symmetric:  digit * sym_scale - 1
  * Channel-last tiles are processed in blocks of PAT = lcm(C, 8) elements, over
  * which the per-element channel pattern repeats (one AVX2 vector when C divides
- * 8, the usual case); channel-first tiles are runs of one channel each. */
+ * 8, the usual case; two per AVX-512 vector); channel-first tiles are runs of
+ * one channel each. The AVX-512 loops (edges_cl16, edges_run16) are used where
+ * the kernel is built with AVX-512; fsq_set_vector_width(8) keeps the AVX2 ones. */
 #define MAXPAT 2048
 #define MAXK 63
 
