@@ -113,6 +113,19 @@ def test_matches_reference_num_codebooks(channel_first) -> None:
 
 
 @needs_kernel
+@pytest.mark.parametrize("levels,groups", [([8, 5, 5, 5], 4), ([5, 3], 1), ([7], 2), ([6], 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_matches_reference_channel_counts(levels, groups, dtype) -> None:
+    """C = 16, 2, 2 and 1 channels: the channel patterns that fill a 16-lane
+    vector (channel-last backward keeps them in registers), with odd row counts."""
+    fast, ref = pair(levels, num_codebooks=groups)
+    C = len(levels) * groups
+    assert_same(fast, ref, (torch.randn(4099, C) * 2).to(dtype))  # C = 16: >= 65536, threaded
+    fast, ref = pair(levels, num_codebooks=groups, channel_first=True)
+    assert_same(fast, ref, (torch.randn(3, C, 11, 7) * 2).to(dtype))
+
+
+@needs_kernel
 @pytest.mark.parametrize("channel_first", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_matches_reference_with_projections(channel_first, dtype) -> None:
