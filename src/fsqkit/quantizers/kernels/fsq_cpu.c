@@ -41,7 +41,8 @@ typedef struct {
 } fwd_ctx;
 
 /* Codes, indices (and saved tanh) of tile tix; returns nonzero on NaN/inf. */
-static int forward_tile(const fwd_ctx *x, int64_t tix) {
+static int forward_tile(const void *ctx, int64_t tix) {
+    const fwd_ctx *x = ctx;
     const tiling t = x->t;
     const consts_tile *full = x->full;
     const int32_t *wfull = x->wfull, *basis = x->basis;
@@ -139,21 +140,11 @@ int fsq_forward(const void *z, int z_dt, void *out, int out_dt, float *saved_t, 
         int c = t.cf ? j / t.P : j % (int)C;
         wfull[j] = basis[c % D];
     }
-    int bad = 0;
     int stream = outer * C * inner * 4 >= STREAM_BYTES;
-
     if (outer * C * inner < PARALLEL_MIN) num_threads = 1;
     fwd_ctx x = {t, &full, wfull, basis, z, out, saved_t, indices, shift, half_l, offset,
                  half_width, lm1, sym_scale, z_dt, out_dt, D, G, symmetric, stream};
-    /* One thread: a plain loop, not `parallel ... if (0)` (see fsq_backward_z:
-     * MKL's vmsTanh would open a nested team of new threads on every call). */
-    if (num_threads == 1) {
-        for (int64_t tix = 0; tix < t.n_tiles; tix++) bad |= forward_tile(&x, tix);
-        return bad;
-    }
-#pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) reduction(| : bad)
-    for (int64_t tix = 0; tix < t.n_tiles; tix++) bad |= forward_tile(&x, tix);
-    return bad;
+    return run_tiles(forward_tile, &x, t.n_tiles, num_threads, 4);
 }
 
 /* -------------------------------------------------------------- backward */

@@ -1,6 +1,5 @@
 #include "fsq_cpu.h"
 
-#include <omp.h>
 #include <stdlib.h>
 
 /* ================================================ forward by bin edges
@@ -482,12 +481,10 @@ static inline void chain_rule_run(float *restrict dst, const float *restrict gp,
  * constants stay in registers instead of being read from tile-long arrays, and
  * bf16/fp16 are converted in registers instead of through staging buffers.
  * Same operations in the same order as the loops in fsq_backward_z. */
-static inline __m512 lanes16(const float *pattern) { return _mm512_loadu_ps(pattern); }
-
 /* u = z + shift for the n elements of z (any dtype) at offset off. */
 static void shift16(float *restrict u, const void *z, int z_dt, int64_t off, const float *ae,
                        int n) {
-    __m512 a = lanes16(ae);
+    __m512 a = _mm512_loadu_ps(ae);
     for (int j = 0; j < n; j += 16) {
         __mmask16 m = tail_mask(n - j);
         _mm512_mask_storeu_ps(u + j, m, _mm512_add_ps(load16(z, z_dt, off + j, m), a));
@@ -499,7 +496,7 @@ static void chain16(void *gz, int gz_dt, const void *gp, int g_dt, int64_t off,
                        const float *restrict u, const float *be, const float *re,
                        const float *he, int n, int mode) {
     const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
-    __m512 b = lanes16(be), r = lanes16(re), h = lanes16(he);
+    __m512 b = _mm512_loadu_ps(be), r = _mm512_loadu_ps(re), h = _mm512_loadu_ps(he);
     for (int j = 0; j < n; j += 16) {
         __mmask16 m = tail_mask(n - j);
         __m512 g = load16(gp, g_dt, off + j, m), t = _mm512_maskz_loadu_ps(m, u + j);
@@ -543,8 +540,13 @@ typedef struct {
     const float *ae, *be, *re, *he; /* per element of a channel-last tile */
 } bwd_ctx;
 
-/* grad_z for tile tix; u, gb, res: this thread's buffers (BSTRIDE floats each). */
-static void backward_tile(const bwd_ctx *x, int64_t tix, float *u, float *gb, float *res) {
+/* grad_z for tile tix, through this thread's buffers u, gb, res (BSTRIDE floats
+ * each); returns nonzero if they could not be allocated. */
+static int backward_tile(const void *ctx, int64_t tix) {
+    const bwd_ctx *x = ctx;
+    float *u = thread_buffer(&tls_tile, 3 * (size_t)BSTRIDE);
+    if (u == NULL) return 1;
+    float *gb = u + BSTRIDE, *res = u + 2 * BSTRIDE;
     const tiling t = x->t;
     const void *g = x->g, *z = x->z;
     void *gz = x->gz;
@@ -563,7 +565,7 @@ static void backward_tile(const bwd_ctx *x, int64_t tix, float *u, float *gb, fl
             shift16(u, z, z_dt, off, ae, n);
             tanh_inplace(u, n);
             chain16(gz, gz_dt, g, g_dt, off, u, be, re, he, n, mode);
-            return;
+            return 0;
         }
 #endif
         if (z_dt == DT_F32) {
@@ -581,7 +583,7 @@ static void backward_tile(const bwd_ctx *x, int64_t tix, float *u, float *gb, fl
         float *dst = direct ? (float *)gz + off : res;
         chain_rule(dst, gp, u, be, re, he, n, mode);
         if (!direct) store_run(gz, gz_dt, off, res, n);
-        return;
+        return 0;
     }
     /* channel-first: all runs of the tile through one tanh call (VML's
      * per-call cost is not negligible at a few hundred elements) */
@@ -628,6 +630,7 @@ static void backward_tile(const bwd_ctx *x, int64_t tix, float *u, float *gb, fl
         chain_rule_run(dst, gp, u + c * np, bc[c], rc[c], hc[c], np, mode);
         if (!direct) store_run(gz, gz_dt, off, res, np);
     }
+    return 0;
 }
 
 int fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, int gz_dt,
@@ -645,13 +648,14 @@ int fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, i
         hc[c] = symmetric ? sym_scale[d] : half_width[d];
         rc[c] = 1.0f / half_width[d];
     }
-    /* channel-last: the same per element of a tile (tiles start at channel 0) */
     if (outer * C * inner < PARALLEL_MIN) num_threads = 1;
-    /* ae, be, re, he: BTILE each, in the calling thread's buffer */
-    float *work = thread_buffer(&tls_consts, 4 * (size_t)BTILE);
-    if (work == NULL) return -1;
-    float *ae = work, *be = work + BTILE, *re = work + 2 * BTILE, *he = work + 3 * BTILE;
+    /* channel-last: ae, be, re, he (BTILE each), the constants per element of a
+     * tile (tiles start at channel 0), in the calling thread's buffer */
+    float *ae = NULL, *be = NULL, *re = NULL, *he = NULL;
     if (!t.cf) {
+        float *work = thread_buffer(&tls_consts, 4 * (size_t)BTILE);
+        if (work == NULL) return -1;
+        ae = work, be = work + BTILE, re = work + 2 * BTILE, he = work + 3 * BTILE;
         for (int j = 0; j < t.P * C; j++) {
             int c = j % (int)C;
             ae[j] = ac[c];
@@ -665,24 +669,6 @@ int fsq_backward_z(const void *g, int g_dt, const void *z, int z_dt, void *gz, i
     cl16 = !t.cf && 16 % C == 0 && g_width == 16;
 #endif
     bwd_ctx x = {t, g, z, gz, g_dt, z_dt, gz_dt, mode, cl16, ac, bc, rc, hc, ae, be, re, he};
-    /* One thread: a plain loop, no OpenMP region. Inside `parallel if (0)` (an
-     * inactive region) MKL's threaded vmsTanh opens a nested team of new threads
-     * on every call: 100+ us per tile, measured (8192 elements: 1 ms instead of
-     * 30 us). In an active region MKL runs sequentially. No streaming stores:
-     * the gradient is read by the next layer, keep it cached. */
-    int failed = 0;
-    if (num_threads == 1) {
-        float *u = thread_buffer(&tls_tile, 3 * (size_t)BSTRIDE);
-        if (u == NULL) return -1;
-        for (int64_t tix = 0; tix < t.n_tiles; tix++)
-            backward_tile(&x, tix, u, u + BSTRIDE, u + 2 * BSTRIDE);
-    } else {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads) reduction(| : failed)
-        for (int64_t tix = 0; tix < t.n_tiles; tix++) {
-            float *u = thread_buffer(&tls_tile, 3 * (size_t)BSTRIDE);
-            if (u == NULL) failed = 1;
-            else backward_tile(&x, tix, u, u + BSTRIDE, u + 2 * BSTRIDE);
-        }
-    }
-    return failed ? -1 : 0;
+    /* No streaming stores: the gradient is read by the next layer, keep it cached. */
+    return run_tiles(backward_tile, &x, t.n_tiles, num_threads, 1) ? -1 : 0;
 }
