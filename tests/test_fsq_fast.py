@@ -58,17 +58,21 @@ def _kernel() -> None:
         pytest.fail(f"kernel should build here: {build.unavailable_reason()}")
 
 
-@pytest.fixture(autouse=True, params=["bin-edges", "bin-edges-avx2", "tanh"])
+@pytest.fixture(autouse=True, params=["bin-edges", "bin-edges-avx2-vml", "tanh"])
 def forward_mode(request, monkeypatch) -> Iterator[str]:
     """Every test runs with both forward modes of the kernel, the bin-edge mode
-    with both vector widths (16 lanes where built with AVX-512, and 8)."""
+    with both vector widths (16 lanes where built with AVX-512, and 8) and both
+    tanh implementations (the fast one where available, and MKL's for all)."""
     monkeypatch.setattr(fsq_fast, "USE_BIN_EDGES", request.param != "tanh")
     kernel = build.get_cpu_kernel()
-    if kernel is not None and request.param == "bin-edges-avx2":
+    fast_tanh = kernel is not None and kernel.fast_tanh
+    if kernel is not None and request.param == "bin-edges-avx2-vml":
         kernel.set_vector_width(8)
+        kernel.set_fast_tanh(False)
     yield request.param
     if kernel is not None:
         kernel.set_vector_width(16)
+        kernel.set_fast_tanh(fast_tanh)
 
 
 LEVEL_SETS = [[8, 5, 5, 5], [7, 5, 5, 5, 5], [8, 6, 5], [3], [16, 4], [8, 8, 8, 5, 5, 5]]

@@ -43,7 +43,9 @@ Consts = dict[str, Tensor]
 
 log = logging.getLogger("fsqkit.fast")
 
-SOURCES = tuple(Path(__file__).with_name(n) for n in ("fsq_cpu.c", "fsq_cpu_edges.c"))
+SOURCES = tuple(
+    Path(__file__).with_name(n) for n in ("fsq_cpu.c", "fsq_cpu_edges.c", "fsq_cpu_tanh.c")
+)
 HEADERS = (Path(__file__).with_name("fsq_cpu.h"),)
 # -ffp-contract=off: no fused multiply-adds, every float op rounds like torch's.
 # -fno-math-errno/-fno-trapping-math (as torch's own build) let nearbyintf vectorize.
@@ -150,6 +152,16 @@ def _tanh_candidates() -> list[tuple[str, int, int]]:
     return found
 
 
+def _mkl_local_threads() -> int | None:
+    """Address of MKL's ``mkl_set_num_threads_local`` (C API) in libtorch_cpu, if any."""
+    lib_path = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    try:
+        fn = ctypes.CDLL(str(lib_path)).MKL_Set_Num_Threads_Local  # C API, by value
+    except (OSError, AttributeError):
+        return None
+    return ctypes.cast(fn, ctypes.c_void_p).value
+
+
 def _tanh_probe() -> torch.Tensor:
     g = torch.Generator().manual_seed(1234)
     special = torch.tensor(
@@ -193,6 +205,31 @@ def _matches_torch_tanh(lib: ctypes.CDLL) -> bool:
     return True
 
 
+def _switch_fast_tanh(lib: ctypes.CDLL, on: bool) -> bool:
+    """Turn the fast tanh (fsq_cpu_tanh.c) on or off; returns whether it is on
+    (never where the kernel was built without AVX-512)."""
+    return bool(lib.fsq_set_fast_tanh(int(on), _mkl_local_threads()))
+
+
+def _fast_tanh_matches(lib: ctypes.CDLL) -> bool:
+    """Whether the fast tanh gives vmsTanh's bits here, on the probe and on 2^20
+    more floats spread over (-10, 10) and the small magnitudes. Leaves it off."""
+    if not _switch_fast_tanh(lib, True):
+        return False
+    g = torch.Generator().manual_seed(4321)
+    n = 1 << 19
+    uniform = torch.rand(n, generator=g) * 20 - 10
+    small = (torch.rand(n, generator=g, dtype=torch.float64) * 30 - 32).exp2().float()
+    probe = torch.cat([_tanh_probe(), uniform, small, -small]).contiguous()
+    out = torch.empty_like(probe)
+    lib.fsq_tanh(_ptr(probe), _ptr(out), ctypes.c_int64(probe.numel()))
+    _switch_fast_tanh(lib, False)
+    if not torch.equal(out.view(torch.int32), torch.tanh(probe).view(torch.int32)):
+        log.info("the fast tanh differs from this machine's vmsTanh on the probe: not used")
+        return False
+    return True
+
+
 class CpuKernel:
     """ctypes wrapper of the compiled kernel; tensors must be contiguous CPU."""
 
@@ -200,6 +237,8 @@ class CpuKernel:
         self.lib = lib
         self.tanh_name = tanh_name
         self.path = path
+        self.fast_tanh_verified = False  # set by _load
+        self.fast_tanh = False
         i64, ci = ctypes.c_int64, ctypes.c_int
         p = ctypes.c_void_p
         lib.fsq_forward.restype = ci
@@ -223,6 +262,14 @@ class CpuKernel:
         if K > MAX_EDGES:
             return False
         return not channel_last or self.lib.fsq_edges_pattern(C) * K <= 8 * MAX_PATTERN
+
+    def set_fast_tanh(self, on: bool) -> bool:
+        """Compute tanh with the fast routine that reproduces MKL's vmsTanh bit
+        for bit (fsq_cpu_tanh.c), or call vmsTanh for every element. It can only
+        be on where it passed the check at load time (which turns it on); returns
+        whether it is on now."""
+        self.fast_tanh = _switch_fast_tanh(self.lib, on and self.fast_tanh_verified)
+        return self.fast_tanh
 
     def set_vector_width(self, width: int) -> None:
         """Vector loops of the bin-edge forward: 16 lanes (AVX-512, the default
@@ -309,10 +356,16 @@ def _load() -> CpuKernel:
         raise KernelUnavailable(f"could not load {path}: {exc}") from exc
     lib.fsq_set_tanh.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int64]
     lib.fsq_tanh.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    lib.fsq_set_fast_tanh.restype = ctypes.c_int
+    lib.fsq_set_fast_tanh.argtypes = [ctypes.c_int, ctypes.c_void_p]
     for name, kind, address in candidates:
         lib.fsq_set_tanh(kind, address, VML_MODE)
+        _switch_fast_tanh(lib, False)
         if _matches_torch_tanh(lib):
-            return CpuKernel(lib, name, path)
+            kernel = CpuKernel(lib, name, path)
+            kernel.fast_tanh_verified = kind == TANH_VML and _fast_tanh_matches(lib)
+            kernel.set_fast_tanh(True)
+            return kernel
     names = ", ".join(n for n, _, _ in candidates)
     raise KernelUnavailable(f"none of the tanh primitives ({names}) reproduces torch.tanh exactly")
 

@@ -46,6 +46,8 @@ typedef void (*vml_fn)(const int64_t *n, const float *a, float *r, const int64_t
 extern int g_kind; /* which tanh primitive (fsq_cpu.c) */
 extern void *g_fn;
 extern int64_t g_mode;
+extern int g_fast_tanh; /* vmsTanh's results, computed faster (fsq_cpu_tanh.c) */
+void tanh_vml_fast(float *buf, int n);
 
 #if defined(__x86_64__)
 typedef __m256 (*sleef8_fn)(__m256);
@@ -68,6 +70,10 @@ __attribute__((target("avx512f"))) static inline void tanh_sleef16(float *buf, i
  * variants, whose last vector may be partial). */
 static inline void tanh_inplace(float *buf, int n) {
     if (g_kind == TANH_VML) {
+        if (g_fast_tanh) {
+            tanh_vml_fast(buf, n);
+            return;
+        }
         int64_t nn = n;
         ((vml_fn)g_fn)(&nn, buf, buf, &g_mode);
         return;
