@@ -137,11 +137,15 @@ class FusedFSQ(torch.autograd.Function):
         ctx.z_dtype = x.dtype
         ctx.save_for_backward(saved)
         ctx.mark_non_differentiable(indices)
+        # No zero-filled gradient for the indices (an index-sized memset per call)
+        ctx.set_materialize_grads(False)
         return codes, indices
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: Tensor, _grad_indices: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor | None, _grad_indices: None) -> tuple[Tensor | None, None]:  # type: ignore[override]
+        if grad_out is None:
+            return None, None
         (saved,) = ctx.saved_tensors
         grad = grad_out.contiguous()
         if grad.dtype not in SUPPORTED_DTYPES:
