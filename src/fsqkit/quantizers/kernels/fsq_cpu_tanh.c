@@ -25,12 +25,11 @@
 #define HAVE_FAST_TANH 1
 #include <stdlib.h>
 
-int g_fast_tanh = 1;
+int g_fast_tanh = 0; /* off until build.py has checked it (fsq_set_fast_tanh) */
 static int (*g_mkl_local_threads)(int) = NULL; /* mkl_set_num_threads_local */
 
 /* Lanes whose double value lies within this many ulp of a rounding midpoint go
- * to MKL: 0.5 - AMBIGUOUS is the largest distance from the float (in units of
- * the spacing to the neighbour on that side) that is decided here. */
+ * to MKL: only values at least this far from every midpoint are decided here. */
 #define AMBIGUOUS 0.03
 #define CHUNK 16384
 
@@ -82,7 +81,9 @@ static int tanh_fast_chunk(float *buf, int n) {
     int32_t *where = tls_where;
     float *pend = (float *)(tls_where + CHUNK + 16);
     const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
-    const __m512 tiny = _mm512_set1_ps(0x1p-125f); /* tanh(x) ~ x: float spacing fixed */
+    /* below 2^-125 tanh(x) ~ x nears the subnormals, whose spacing is not
+     * relative: round_checked's bit test does not apply, MKL decides */
+    const __m512 tiny = _mm512_set1_ps(0x1p-125f);
     const __m512d cap = _mm512_set1_pd(20.0);      /* tanh(20) rounds to 1 */
     const __m512i step = _mm512_set1_epi32(16);
     __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
