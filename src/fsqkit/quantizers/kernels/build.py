@@ -24,6 +24,7 @@ kernel.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -67,6 +68,8 @@ TANH_VML, TANH_SLEEF8, TANH_SLEEF16 = 0, 1, 2
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 MAX_EDGES = 63  # MAXK in fsq_cpu_edges.c
 MAX_PATTERN = 2048  # MAXPAT in fsq_cpu_edges.c
+
+TORCH_CPU = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"  # tanh and MKL symbols
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "kernel": None, "reason": None}
@@ -132,10 +135,9 @@ def _build() -> Path:
 
 def _tanh_candidates() -> list[tuple[str, int, int]]:
     """(name, kind, address) of the tanh functions libtorch_cpu exports."""
-    lib_path = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
-    if not lib_path.exists():
-        raise KernelUnavailable(f"{lib_path} not found")
-    torch_cpu = ctypes.CDLL(str(lib_path))  # already loaded: this only gets a handle
+    if not TORCH_CPU.exists():
+        raise KernelUnavailable(f"{TORCH_CPU} not found")
+    torch_cpu = ctypes.CDLL(str(TORCH_CPU))  # already loaded: this only gets a handle
     capability = torch.backends.cpu.get_cpu_capability()
     wanted = [("VMSTANH_64_", TANH_VML)]
     if capability.startswith("AVX512"):
@@ -152,11 +154,11 @@ def _tanh_candidates() -> list[tuple[str, int, int]]:
     return found
 
 
+@functools.cache
 def _mkl_local_threads() -> int | None:
     """Address of MKL's ``mkl_set_num_threads_local`` (C API) in libtorch_cpu, if any."""
-    lib_path = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
     try:
-        fn = ctypes.CDLL(str(lib_path)).MKL_Set_Num_Threads_Local  # C API, by value
+        fn = ctypes.CDLL(str(TORCH_CPU)).MKL_Set_Num_Threads_Local  # C API, by value
     except (OSError, AttributeError):
         return None
     return ctypes.cast(fn, ctypes.c_void_p).value

@@ -41,6 +41,13 @@
 enum { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
 enum { TANH_VML = 0, TANH_SLEEF8 = 1, TANH_SLEEF16 = 2 };
 
+#if defined(__AVX512F__)
+/* The lanes of a 16-wide vector that hold one of the `left` elements still to do. */
+static inline __mmask16 tail_mask(int left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+#endif
+
 /* ------------------------------------------------------------------ tanh */
 typedef void (*vml_fn)(const int64_t *n, const float *a, float *r, const int64_t *mode);
 extern int g_kind; /* which tanh primitive (fsq_cpu.c) */

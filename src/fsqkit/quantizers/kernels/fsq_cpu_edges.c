@@ -154,10 +154,6 @@ __attribute__((target("avx2,f16c"))) static int edges_run(const void *src, int s
 int g_width = 16;
 void fsq_set_vector_width(int w) { g_width = w == 8 ? 8 : 16; }
 
-static inline __mmask16 tail_mask(int left) {
-    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-}
-
 static inline __m512 load16(const void *p, int dt, int64_t j, __mmask16 m) {
     if (dt == DT_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + j);
     __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)p + j);

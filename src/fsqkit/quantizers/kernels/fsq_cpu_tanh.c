@@ -89,7 +89,7 @@ static int tanh_fast_chunk(float *buf, int n) {
     __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     int count = 0;
     for (int j = 0; j < n; j += 16, pos = _mm512_add_epi32(pos, step)) {
-        __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
+        __mmask16 m = tail_mask(n - j);
         __m512 x = _mm512_maskz_loadu_ps(m, buf + j);
         __m512 ax = _mm512_andnot_ps(sign, x);
         __m512d alo = _mm512_min_pd(cap, _mm512_cvtps_pd(_mm512_castps512_ps256(ax)));
