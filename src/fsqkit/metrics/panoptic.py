@@ -1,0 +1,191 @@
+"""Panoptic quality (PQ, Kirillov et al. 2019), following the COCO panoptic
+evaluation (``panopticapi/evaluation.py``).
+
+Per image, a ground-truth and a predicted segment of the same class match when
+their IoU is above 0.5 (at most one match each is then guaranteed). Per class,
+over the whole data set::
+
+    PQ = sum IoU(TP) / (TP + FP/2 + FN/2) = SQ x RQ
+    SQ = sum IoU(TP) / TP            RQ = TP / (TP + FP/2 + FN/2)
+
+Void pixels (the void label in the ground truth: unlabelled, crowd) are
+ignored: the pixels of a predicted segment that fall on void are removed from
+the IoU's union, and an unmatched predicted segment with more than half of its
+area on void is not a false positive. Void pixels in the prediction belong to
+no segment. The ``all`` / ``things`` / ``stuff`` scores are plain means of the
+per-class PQ, SQ and RQ over the classes with at least one TP, FP or FN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from fsqkit.data.panoptic import PanopticCategories, check_label_pair, segment_ids
+
+MATCH_IOU = 0.5
+"""A prediction and a ground-truth segment match when their IoU is above this."""
+
+
+@dataclass(frozen=True)
+class ClassPQ:
+    """Panoptic quality of one class (``nan`` scores when it had no TP, FP or FN)."""
+
+    name: str
+    is_thing: bool
+    pq: float
+    sq: float
+    rq: float
+    tp: int
+    fp: int
+    fn: int
+
+
+@dataclass(frozen=True)
+class PQSummary:
+    """Mean PQ, SQ, RQ over ``n`` classes (``nan`` when ``n == 0``)."""
+
+    pq: float
+    sq: float
+    rq: float
+    n: int
+
+
+@dataclass(frozen=True)
+class PanopticResult:
+    """PQ averaged over all classes, things and stuff, and per class."""
+
+    all: PQSummary
+    things: PQSummary
+    stuff: PQSummary
+    per_class: tuple[ClassPQ, ...]
+
+    def as_dict(self) -> dict:
+        """Plain dict (JSON-ready apart from ``nan``)."""
+        return asdict(self)
+
+
+def _mean(classes: list[ClassPQ]) -> PQSummary:
+    counted = [c for c in classes if c.tp + c.fp + c.fn > 0]
+    if not counted:
+        return PQSummary(math.nan, math.nan, math.nan, 0)
+    n = len(counted)
+    return PQSummary(
+        sum(c.pq for c in counted) / n,
+        sum(c.sq for c in counted) / n,
+        sum(c.rq for c in counted) / n,
+        n,
+    )
+
+
+class PanopticQuality:
+    """Accumulates TP / FP / FN and the matched IoUs per class over a data set.
+
+    Example::
+
+        metric = PanopticQuality(categories)
+        for batch in loader:
+            metric.update(pred_sem, pred_inst, gt_sem, gt_inst)  # [B, H, W] each
+        result = metric.compute()  # result.all.pq, result.things.pq, ...
+    """
+
+    def __init__(self, categories: PanopticCategories) -> None:
+        if not isinstance(categories, PanopticCategories):
+            raise TypeError(
+                f"categories must be a PanopticCategories, got {type(categories).__name__}"
+            )
+        self.categories = categories
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+        c = self.categories.num_classes
+        self.tp = torch.zeros(c, dtype=torch.int64)
+        self.fp = torch.zeros(c, dtype=torch.int64)
+        self.fn = torch.zeros(c, dtype=torch.int64)
+        self.iou_sum = torch.zeros(c, dtype=torch.float64)
+
+    def update(self, pred_sem: Tensor, pred_inst: Tensor, gt_sem: Tensor, gt_inst: Tensor) -> None:
+        """Add images: four integer maps of one shape, ``[H, W]`` or ``[B, H, W]``.
+
+        Semantic maps hold classes ``0..C-1`` or the void label; instance ids are
+        any integers (only equality within a thing class matters).
+        """
+        check_label_pair(pred_sem, pred_inst, "prediction")
+        check_label_pair(gt_sem, gt_inst, "ground truth")
+        if pred_sem.shape != gt_sem.shape:
+            raise ValueError(
+                f"prediction and ground truth differ in shape: {tuple(pred_sem.shape)} vs "
+                f"{tuple(gt_sem.shape)}"
+            )
+        self.categories.check_semantic(pred_sem, "prediction semantic map")
+        self.categories.check_semantic(gt_sem, "ground-truth semantic map")
+        if pred_sem.ndim == 2:
+            pred_sem, pred_inst, gt_sem, gt_inst = (
+                t[None] for t in (pred_sem, pred_inst, gt_sem, gt_inst)
+            )
+        for i in range(pred_sem.shape[0]):
+            self._update_image(
+                pred_sem[i].cpu(), pred_inst[i].cpu(), gt_sem[i].cpu(), gt_inst[i].cpu()
+            )
+
+    def _update_image(
+        self, pred_sem: Tensor, pred_inst: Tensor, gt_sem: Tensor, gt_inst: Tensor
+    ) -> None:
+        """Match the segments of one image (``[H, W]`` maps) and count."""
+        c = self.categories.num_classes
+        g, g_cls = segment_ids(gt_sem, gt_inst, self.categories)
+        p, p_cls = segment_ids(pred_sem, pred_inst, self.categories)
+        g, p = g.flatten(), p.flatten()
+        n_g, n_p = len(g_cls), len(p_cls)
+        g_area = torch.bincount(g[g >= 0], minlength=n_g)
+        p_area = torch.bincount(p[p >= 0], minlength=n_p)
+        both = (g >= 0) & (p >= 0)
+        inter = torch.bincount(g[both] * n_p + p[both], minlength=n_g * n_p).view(n_g, n_p)
+        on_void = torch.bincount(p[(g < 0) & (p >= 0)], minlength=n_p)
+        union = g_area[:, None] + p_area[None, :] - inter - on_void[None, :]
+        iou = inter.double() / union.clamp(min=1).double()
+        match = (iou > MATCH_IOU) & (g_cls[:, None] == p_cls[None, :])
+        g_hit, p_hit = match.any(1), match.any(0)
+        # an unmatched prediction mostly on void is no false positive
+        p_false = ~p_hit & (on_void.double() <= 0.5 * p_area.double())
+        self.tp += torch.bincount(g_cls[g_hit], minlength=c)
+        self.fn += torch.bincount(g_cls[~g_hit], minlength=c)
+        self.fp += torch.bincount(p_cls[p_false], minlength=c)
+        self.iou_sum += torch.bincount(g_cls, weights=(iou * match).sum(1), minlength=c)
+
+    def compute(self) -> PanopticResult:
+        """PQ / SQ / RQ per class and their means over all classes, things, stuff."""
+        classes = []
+        for k, (name, thing) in enumerate(zip(self.categories.names, self.categories.is_thing)):
+            tp, fp, fn = int(self.tp[k]), int(self.fp[k]), int(self.fn[k])
+            iou = float(self.iou_sum[k])
+            if tp + fp + fn == 0:
+                pq = sq = rq = math.nan
+            else:
+                denom = tp + 0.5 * fp + 0.5 * fn
+                pq, rq = iou / denom, tp / denom
+                sq = iou / tp if tp else 0.0
+            classes.append(ClassPQ(name, thing, pq, sq, rq, tp, fp, fn))
+        return PanopticResult(
+            all=_mean(classes),
+            things=_mean([c for c in classes if c.is_thing]),
+            stuff=_mean([c for c in classes if not c.is_thing]),
+            per_class=tuple(classes),
+        )
+
+
+def panoptic_quality(
+    pred_sem: Tensor,
+    pred_inst: Tensor,
+    gt_sem: Tensor,
+    gt_inst: Tensor,
+    categories: PanopticCategories,
+) -> PanopticResult:
+    """PQ of one batch ``[B, H, W]`` (or one image ``[H, W]``) of maps."""
+    metric = PanopticQuality(categories)
+    metric.update(pred_sem, pred_inst, gt_sem, gt_inst)
+    return metric.compute()
