@@ -167,7 +167,7 @@ def test_things_and_stuff_averages() -> None:
     assert r.all.rq == pytest.approx((1.0 + 0.0 + 1.0 + 1.0) / 4)
 
 
-def test_batches_equal_image_by_image_and_reset() -> None:
+def test_batches_equal_image_by_image_reset_and_merge() -> None:
     g = torch.Generator().manual_seed(1)
     gs, gi = (
         torch.randint(-1, 4, (3, 8, 8), generator=g),
@@ -183,6 +183,16 @@ def test_batches_equal_image_by_image_and_reset() -> None:
     batched.reset()
     batched.update(ps, pi, gs, gi)
     assert one.compute() == batched.compute()
+    halves = PanopticQuality(CATS)
+    halves.update(ps[:1], pi[:1], gs[:1], gi[:1])
+    rest = PanopticQuality(CATS)
+    rest.update(ps[1:], pi[1:], gs[1:], gi[1:])
+    halves.merge(rest)
+    for name in ("tp", "fp", "fn"):
+        assert torch.equal(getattr(halves, name), getattr(batched, name))
+    torch.testing.assert_close(halves.iou_sum, batched.iou_sum)  # summed in another order
+    with pytest.raises(ValueError, match="same categories"):
+        halves.merge(PanopticQuality(PanopticCategories.from_things(4, [3])))
 
 
 def test_empty_data_gives_nan() -> None:

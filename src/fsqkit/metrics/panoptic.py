@@ -157,6 +157,16 @@ class PanopticQuality:
         self.fp += torch.bincount(p_cls[p_false], minlength=c)
         self.iou_sum += torch.bincount(g_cls, weights=(iou * match).sum(1), minlength=c)
 
+    def merge(self, other: PanopticQuality) -> None:
+        """Add the counts of another accumulator over the same categories (e.g.
+        one per data shard or process)."""
+        if not isinstance(other, PanopticQuality) or other.categories != self.categories:
+            raise ValueError("can only merge a PanopticQuality over the same categories")
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        self.iou_sum += other.iou_sum
+
     def compute(self) -> PanopticResult:
         """PQ / SQ / RQ per class and their means over all classes, things, stuff."""
         classes = []
