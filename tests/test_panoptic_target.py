@@ -7,11 +7,7 @@ import pytest
 import torch
 
 from fsqkit.data.panoptic import PanopticCategories
-from fsqkit.data.panoptic_target import (
-    decode_panoptic,
-    decode_panoptic_logits,
-    encode_panoptic,
-)
+from fsqkit.data.panoptic_target import decode_panoptic, encode_panoptic
 
 V = -1  # void
 CATS = PanopticCategories(("ground", "sky", "ball", "box"), (False, False, True, True))
@@ -103,17 +99,6 @@ def test_overflow_keeps_the_largest_instances() -> None:
         encode_panoptic(sem, inst, CATS, max_instances=3, overflow="error")
 
 
-def test_decode_logits_takes_the_argmax_and_renumbers() -> None:
-    cls = torch.tensor([[0, 2, 2], [2, 1, 3]])
-    ins = torch.tensor([[4, 3, 3], [0, 2, 3]])  # predicted ids need not be canonical
-    class_logits = torch.nn.functional.one_hot(cls, 4).permute(2, 0, 1)[None].float()
-    instance_logits = torch.nn.functional.one_hot(ins, 5).permute(2, 0, 1)[None].float()
-    sem, inst = decode_panoptic_logits(class_logits, instance_logits, CATS)
-    assert sem.tolist() == [[[0, 2, 2], [2, 1, 3]]]
-    # ball 3 first at (0,1) -> 1; ball 0 (an instance label 0 is a segment too) -> 2; box 3 -> 3
-    assert inst.tolist() == [[[0, 1, 1], [2, 0, 3]]]
-
-
 def test_bad_input_is_named() -> None:
     with pytest.raises(ValueError, match="label 4 out of range"):
         encode_panoptic(
@@ -129,7 +114,3 @@ def test_bad_input_is_named() -> None:
         decode_panoptic(torch.zeros(3, 4, 4, dtype=torch.int64), CATS)
     with pytest.raises(ValueError, match="negative id -1"):
         decode_panoptic(torch.stack([SEM, INST - 1]), CATS)
-    with pytest.raises(ValueError, match=r"class logits must have shape \[B, 4, H, W\]"):
-        decode_panoptic_logits(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), CATS)
-    with pytest.raises(ValueError, match="instance logits"):
-        decode_panoptic_logits(torch.zeros(1, 4, 2, 2), torch.zeros(1, 3, 2, 3), CATS)

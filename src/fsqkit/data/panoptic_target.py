@@ -14,11 +14,11 @@ Encoding (:func:`encode_panoptic`), per image:
   others become void (``overflow="void"``), or an error is raised
   (``overflow="error"``).
 
-Decoding (:func:`decode_panoptic`, :func:`decode_panoptic_logits`) turns
-per-pixel labels -- e.g. the argmax of a model's class and instance logits --
-back into semantic and instance maps with the same canonical numbering; it is
-the identity on encoded targets. A model predicts ``categories.num_classes``
-class logits and ``max_instances + 1`` instance logits per pixel.
+Decoding (:func:`decode_panoptic`) turns per-pixel labels -- e.g. a model's
+predicted classes and instance ids -- back into semantic and instance maps with
+the same canonical numbering; it is the identity on encoded targets. The model's
+side (one-hot input, losses, decoding logits) is in
+:mod:`fsqkit.data.panoptic_logits`.
 """
 
 from __future__ import annotations
@@ -110,6 +110,20 @@ def encode_panoptic(
     return _canonical(semantic, instance, categories, max_instances, overflow)
 
 
+def split_target(target: Tensor, categories: PanopticCategories) -> tuple[Tensor, Tensor]:
+    """Check a target ``[(B,) 2, H, W]`` (classes or void; instance ids ``>= 0``)
+    and return its semantic and instance channels ``[(B,) H, W]``."""
+    if not isinstance(target, Tensor) or target.ndim not in (3, 4) or target.shape[-3] != 2:
+        shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+        raise ValueError(f"panoptic target must have shape [2, H, W] or [B, 2, H, W], got {shape}")
+    semantic, instance = target.unbind(-3)
+    check_label_pair(semantic, instance, "panoptic target")
+    categories.check_semantic(semantic, "panoptic target semantic channel")
+    if bool((instance < 0).any()):
+        raise ValueError(f"panoptic target instance channel has negative id {int(instance.min())}")
+    return semantic, instance
+
+
 def decode_panoptic(target: Tensor, categories: PanopticCategories) -> tuple[Tensor, Tensor]:
     """Semantic and instance maps from per-pixel (class, instance) labels.
 
@@ -124,36 +138,6 @@ def decode_panoptic(target: Tensor, categories: PanopticCategories) -> tuple[Ten
         and instance label, an instance label ``0`` included) are numbered
         ``1..K`` in raster order of their first pixel.
     """
-    if not isinstance(target, Tensor) or target.ndim not in (3, 4) or target.shape[-3] != 2:
-        shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"panoptic target must have shape [2, H, W] or [B, 2, H, W], got {shape}")
-    semantic, instance = target.unbind(-3)
-    check_label_pair(semantic, instance, "panoptic target")
-    categories.check_semantic(semantic, "panoptic target semantic channel")
-    if bool((instance < 0).any()):
-        raise ValueError(f"panoptic target instance channel has negative id {int(instance.min())}")
+    semantic, instance = split_target(target, categories)
     out = _canonical(semantic, instance, categories, None, "void")
     return out[..., 0, :, :], out[..., 1, :, :]
-
-
-def decode_panoptic_logits(
-    class_logits: Tensor, instance_logits: Tensor, categories: PanopticCategories
-) -> tuple[Tensor, Tensor]:
-    """Semantic and instance maps ``[B, H, W]`` from logits ``[B, C, H, W]``
-    (``C = categories.num_classes``) and ``[B, K + 1, H, W]`` (instance ids
-    ``0..K``): the per-pixel argmax, then :func:`decode_panoptic`."""
-    if class_logits.ndim != 4 or class_logits.shape[1] != categories.num_classes:
-        raise ValueError(
-            f"class logits must have shape [B, {categories.num_classes}, H, W], got "
-            f"{tuple(class_logits.shape)}"
-        )
-    if instance_logits.ndim != 4 or (
-        instance_logits.shape[0] != class_logits.shape[0]
-        or instance_logits.shape[2:] != class_logits.shape[2:]
-    ):
-        raise ValueError(
-            f"instance logits must have shape [B, K + 1, H, W] matching the class logits "
-            f"{tuple(class_logits.shape)}, got {tuple(instance_logits.shape)}"
-        )
-    target = torch.stack([class_logits.argmax(1), instance_logits.argmax(1)], dim=1)
-    return decode_panoptic(target, categories)
