@@ -226,6 +226,10 @@ def test_missing_keys(tmp_path: Path) -> None:
     expect_error(tmp_path, ValueError, r"panoptic\.json: missing key 'categories'")
     (tmp_path / "panoptic.json").write_text("{not json")
     expect_error(tmp_path, ValueError, "is not valid JSON")
+    with pytest.raises(ValueError, match="max_images must be a positive integer"):
+        load(tmp_path, max_images=0)
+    with pytest.raises(ValueError, match="image_size must be a positive integer"):
+        load(tmp_path, image_size=0)
 
 
 def test_corrupt_png(tmp_path: Path) -> None:

@@ -195,6 +195,27 @@ def test_batches_equal_image_by_image_reset_and_merge() -> None:
         halves.merge(PanopticQuality(PanopticCategories.from_things(4, [3])))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_relabelled_instances_score_the_same(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    gs, gi = (
+        torch.randint(-1, 4, (2, 6, 6), generator=g),
+        torch.randint(0, 3, (2, 6, 6), generator=g),
+    )
+    assert panoptic_quality(gs, gi, gs, gi, CATS).all.pq == 1.0
+    ps = gs.clone()
+    ps[:, :2] = torch.randint(-1, 4, (2, 2, 6), generator=g)
+    relabel = torch.tensor([17, 4, 9])  # a permutation of instance ids to new values
+    base = panoptic_quality(ps, gi, gs, gi, CATS)
+    for other in (
+        panoptic_quality(ps, relabel[gi], gs, gi, CATS),
+        panoptic_quality(ps, gi, gs, relabel[gi], CATS),
+    ):
+        for a, b in zip(other.per_class, base.per_class):
+            assert (a.tp, a.fp, a.fn) == (b.tp, b.fp, b.fn)
+            assert a.pq == pytest.approx(b.pq, nan_ok=True)
+
+
 def test_empty_data_gives_nan() -> None:
     void = torch.full((3, 3), VOID)
     r = panoptic_quality(void, void, void, void, CATS)

@@ -159,6 +159,8 @@ def load_coco_panoptic(
     """
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size must be a positive integer or None, got {image_size!r}")
+    if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
+        raise ValueError(f"max_images must be a positive integer or None, got {max_images!r}")
     json_name = str(json_path)
     data = _read_json(json_path)
     categories = _categories(data, json_name)
