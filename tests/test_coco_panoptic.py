@@ -114,6 +114,9 @@ def test_loads_images_classes_and_instances(tmp_path: Path) -> None:
     inst[4:8, 6:12] = 1
     inst[7, 0] = 0
     assert torch.equal(ds.semantic[0], sem) and torch.equal(ds.instance[0], inst)
+    crowd = torch.full((H, W), VOID)
+    crowd[0:2, 8:12] = PERSON  # the crowd keeps its class apart
+    assert ds.crowd is not None and torch.equal(ds.crowd[0], crowd)
     assert ds.instance[1, 3, 2] == 2 and ds.instance[1, 3, 9] == 1  # ids 10, 11 -> 2, 1
     assert set(ds.semantic[1].unique().tolist()) == {PERSON, GRASS}
 

@@ -223,64 +223,97 @@ def test_empty_data_gives_nan() -> None:
     assert all(math.isnan(c.pq) for c in r.per_class)
 
 
-def _panopticapi_reference(ps, pi, gs, gi, cats: PanopticCategories) -> dict[int, list[float]]:
-    """Per class [iou, tp, fp, fn]: the COCO evaluation loop on one image, with
-    segments keyed by (class, instance) and void as panopticapi's VOID id."""
+def _panopticapi_reference(ps, pi, gs, gi, crowd, cats: PanopticCategories) -> dict:
+    """Per class [iou, tp, fp, fn]: panopticapi's ``pq_compute_single_core`` on one
+    image. Segments are keyed by (class, instance); void is its VOID id; each
+    class's crowd pixels are one crowd segment ("crowd", class)."""
 
-    def segments(sem, inst):
-        key = {}
-        for s, i in zip(sem.flatten().tolist(), inst.flatten().tolist()):
-            if s != cats.void_label:
-                key.setdefault((s, i if cats.is_thing[s] else 0), 0)
-                key[(s, i if cats.is_thing[s] else 0)] += 1
-        return key
+    def key(s: int, i: int, c: int):
+        if c != VOID:
+            return ("crowd", c)
+        return None if s == VOID else (s, i if cats.is_thing[s] else 0)
 
-    gt, pred = segments(gs, gi), segments(ps, pi)
+    flat = [t.flatten().tolist() for t in (gs, gi, ps, pi, crowd)]
+    gt_area: dict = defaultdict(int)
+    pred_area: dict = defaultdict(int)
     pairs: dict = defaultdict(int)
-    for a, b, c, d in zip(
-        gs.flatten().tolist(), gi.flatten().tolist(), ps.flatten().tolist(), pi.flatten().tolist()
-    ):
-        g_key = None if a == VOID else (a, b if cats.is_thing[a] else 0)
-        p_key = None if c == VOID else (c, d if cats.is_thing[c] else 0)
+    for a, b, c, d, e in zip(*flat):
+        g_key, p_key = key(a, b, e), key(c, d, VOID)
+        if g_key is not None:
+            gt_area[g_key] += 1
+        if p_key is not None:
+            pred_area[p_key] += 1
         pairs[(g_key, p_key)] += 1
     stats = defaultdict(lambda: [0.0, 0, 0, 0])
     gt_matched, pred_matched = set(), set()
     for (g_key, p_key), inter in pairs.items():
-        if g_key is None or p_key is None or g_key[0] != p_key[0]:
+        if g_key is None or p_key is None or g_key[0] == "crowd" or g_key[0] != p_key[0]:
             continue
-        union = pred[p_key] + gt[g_key] - inter - pairs.get((None, p_key), 0)
+        union = pred_area[p_key] + gt_area[g_key] - inter - pairs.get((None, p_key), 0)
         iou = inter / union
         if iou > 0.5:
             stats[g_key[0]][1] += 1
             stats[g_key[0]][0] += iou
             gt_matched.add(g_key)
             pred_matched.add(p_key)
-    for g_key in gt:
-        if g_key not in gt_matched:
+    for g_key in gt_area:
+        if g_key[0] != "crowd" and g_key not in gt_matched:
             stats[g_key[0]][3] += 1
-    for p_key, area in pred.items():
-        if p_key not in pred_matched and pairs.get((None, p_key), 0) / area <= 0.5:
+    for p_key, area in pred_area.items():
+        if p_key in pred_matched:
+            continue
+        ignored = pairs.get((None, p_key), 0) + pairs.get((("crowd", p_key[0]), p_key), 0)
+        if ignored / area <= 0.5:
             stats[p_key[0]][2] += 1
     return stats
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(6))
 def test_matches_the_coco_evaluation_loop(seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     gs = torch.randint(0, 4, (4, 4), generator=g).repeat_interleave(3, 0).repeat_interleave(3, 1)
     gi = torch.randint(0, 2, (4, 4), generator=g).repeat_interleave(3, 0).repeat_interleave(3, 1)
     gs[torch.rand(12, 12, generator=g) < 0.1] = VOID
+    crowd = torch.full_like(gs, VOID)
+    if seed % 2:  # crowd regions: 3x3 blocks of a random class, void in gs
+        blocks = torch.rand(4, 4, generator=g) < 0.2
+        blocks = blocks.repeat_interleave(3, 0).repeat_interleave(3, 1)
+        crowd[blocks] = torch.randint(0, 4, (int(blocks.sum()),), generator=g)
+        gs[blocks] = VOID
     ps, pi = gs.clone(), gi.clone()
+    ps[ps == VOID] = torch.randint(0, 4, (int((ps == VOID).sum()),), generator=g)
     noise = torch.rand(12, 12, generator=g) < 0.3
     ps[noise] = torch.randint(-1, 4, (int(noise.sum()),), generator=g)
     pi[noise] = torch.randint(0, 3, (int(noise.sum()),), generator=g)
     metric = PanopticQuality(CATS)
-    metric.update(ps, pi, gs, gi)
-    ref = _panopticapi_reference(ps, pi, gs, gi, CATS)
+    metric.update(ps, pi, gs, gi, crowd)
+    ref = _panopticapi_reference(ps, pi, gs, gi, crowd, CATS)
     for k in range(CATS.num_classes):
         iou, tp, fp, fn = ref[k]
         assert (int(metric.tp[k]), int(metric.fp[k]), int(metric.fn[k])) == (tp, fp, fn)
         assert float(metric.iou_sum[k]) == pytest.approx(iou)
+
+
+def test_crowd_regions_as_in_coco() -> None:
+    gs, gi = scene()
+    crowd = torch.full_like(gs, VOID)
+    crowd[0:2, 0:4] = BALL  # a crowd of balls, 8 pixels
+    gs[0:2, 0:4] = VOID
+    ps, pi = scene()
+    put(ps, pi, slice(0, 3), slice(0, 2), BALL, 1)  # 6 px, 4 on the ball crowd: no FP
+    put(ps, pi, slice(0, 2), slice(2, 4), BOX, 1)  # 4 px on the ball crowd
+    ps[1, 3] = GROUND  # box: 3 px on the ball crowd (another class) + ...
+    put(ps, pi, slice(2, 3), slice(3, 4), BOX, 1)  # ... 1 on ground: an FP in COCO
+    r = panoptic_quality(ps, pi, gs, gi, CATS, gt_crowd=crowd)
+    assert [(c.tp, c.fp, c.fn) for c in r.per_class[2:]] == [(0, 0, 0), (0, 1, 0)]
+    # ground: gt 28, pred 26 (1 on the crowd: stays in the union), intersection 25
+    assert per_class(r, "ground").pq == pytest.approx(25 / 29)
+    # crowd as plain void: the box is mostly void (no FP), ground's union loses 1 pixel
+    r = panoptic_quality(ps, pi, gs, gi, CATS)
+    assert per_class(r, "box").fp == 0
+    assert per_class(r, "ground").pq == pytest.approx(25 / 28)
+    with pytest.raises(ValueError, match="crowd map marks pixels that are not void"):
+        panoptic_quality(ps, pi, torch.zeros_like(gs), gi, CATS, gt_crowd=crowd)
 
 
 def test_bad_input_is_named() -> None:

@@ -20,7 +20,7 @@ def round_trip(root: Path, max_instances: int) -> tuple[PanopticDataset, Panopti
     ds = load(root)
     target = encode_panoptic(ds.semantic, ds.instance, ds.categories, max_instances=max_instances)
     sem, inst = decode_panoptic(target, ds.categories)
-    return ds, panoptic_quality(sem, inst, ds.semantic, ds.instance, ds.categories)
+    return ds, panoptic_quality(sem, inst, ds.semantic, ds.instance, ds.categories, ds.crowd)
 
 
 def test_encoded_targets_decode_to_pq_one(tmp_path: Path) -> None:

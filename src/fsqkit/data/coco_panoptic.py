@@ -9,7 +9,8 @@ of images.
 
 Classes are numbered ``0..C-1`` in increasing category id. Unlabelled and crowd
 pixels get the void label; thing segments get instance ids ``1..K`` in
-``segments_info`` order, stuff and void ``0``. Every inconsistency (a missing
+``segments_info`` order, stuff and void ``0``; a crowd map keeps the class of
+each crowd region (for the metric's COCO crowd rule). Every inconsistency (a missing
 file or key, a corrupt PNG, a PNG colour missing from ``segments_info`` or a
 segment missing from the PNG, an unknown category, image and label sizes that
 differ) raises an error naming the file.
@@ -77,15 +78,16 @@ def _read_rgb(path: str, what: str) -> np.ndarray:
 
 def _labels(
     png: np.ndarray, segments: object, categories: PanopticCategories, png_path: str, where: str
-) -> tuple[Tensor, Tensor]:
-    """Segment-id PNG ``[H, W, 3]`` -> semantic and instance maps ``[H, W]`` int64;
-    errors name the PNG ``png_path`` and the annotation ``where``."""
+) -> Tensor:
+    """Segment-id PNG ``[H, W, 3]`` -> ``[3, H, W]`` int64 semantic, instance and
+    crowd maps; errors name the PNG ``png_path`` and the annotation ``where``."""
     if not isinstance(segments, list):
         raise ValueError(f"{where}: 'segments_info' must be a list")
     rgb = png.astype(np.int64)
     ids = rgb[..., 0] + 256 * rgb[..., 1] + 256**2 * rgb[..., 2]
     class_of = {cid: k for k, cid in enumerate(categories.source_ids or ())}
-    table: dict[int, tuple[int, int]] = {0: (categories.void_label, 0)}
+    void = categories.void_label
+    table: dict[int, tuple[int, int, int]] = {0: (void, 0, void)}
     n_things = 0
     for i, seg in enumerate(segments):
         seg_where = f"{where} segments_info[{i}]"
@@ -97,12 +99,12 @@ def _labels(
                 f"{seg_where}: unknown category_id {cid} (categories: {sorted(class_of)})"
             )
         if seg.get("iscrowd", 0):
-            table[sid] = (categories.void_label, 0)
+            table[sid] = (void, 0, class_of[cid])
         elif categories.is_thing[class_of[cid]]:
             n_things += 1
-            table[sid] = (class_of[cid], n_things)
+            table[sid] = (class_of[cid], n_things, void)
         else:
-            table[sid] = (class_of[cid], 0)
+            table[sid] = (class_of[cid], 0, void)
     present, inverse = np.unique(ids, return_inverse=True)
     missing = [int(s) for s in present if int(s) not in table]
     if missing:
@@ -117,8 +119,7 @@ def _labels(
             f"{where}: segments {absent} are in segments_info but not in the PNG {png_path!r}"
         )
     lookup = torch.tensor([table[int(s)] for s in present], dtype=torch.int64)
-    out = lookup[torch.from_numpy(inverse.reshape(ids.shape))]
-    return out[..., 0], out[..., 1]
+    return lookup[torch.from_numpy(inverse.reshape(ids.shape))].permute(2, 0, 1)
 
 
 def resize_center_crop_labels(labels: Tensor, size: int) -> Tensor:
@@ -154,8 +155,8 @@ def load_coco_panoptic(
         max_images: load only the first annotations.
 
     Returns:
-        A :class:`PanopticDataset`: images ``[N, 3, S, S]`` uint8, semantic and
-        instance maps ``[N, S, S]`` int64, the categories, and the PNG names.
+        A :class:`PanopticDataset`: images ``[N, 3, S, S]`` uint8, semantic,
+        instance and crowd maps ``[N, S, S]`` int64, the categories, the PNG names.
     """
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size must be a positive integer or None, got {image_size!r}")
@@ -168,7 +169,7 @@ def load_coco_panoptic(
     annotations = data["annotations"][:max_images]
     if not annotations:
         raise ValueError(f"{json_name!r} has no annotations")
-    out_images, out_sem, out_inst, names = [], [], [], []
+    out_images, out_labels, names = [], [], []
     for i, ann in enumerate(annotations):
         where = f"{json_name} annotations[{i}]"
         png_name = str(_key(ann, "file_name", where))
@@ -194,20 +195,18 @@ def load_coco_panoptic(
                 f"declares height x width {declared[0]}x{declared[1]}"
             )
         segments = _key(ann, "segments_info", where)
-        sem, inst = _labels(png, segments, categories, png_path, f"{where} ({png_name})")
+        labels = _labels(png, segments, categories, png_path, f"{where} ({png_name})")
         img = to_uint8_chw(image, what=image_path)
         if image_size is not None:
             img = resize_center_crop(img, image_size)
-            sem, inst = resize_center_crop_labels(torch.stack([sem, inst]), image_size)
+            labels = resize_center_crop_labels(labels, image_size)
         out_images.append(img)
-        out_sem.append(sem)
-        out_inst.append(inst)
+        out_labels.append(labels)
         names.append(png_name)
     sizes = {tuple(im.shape[1:]) for im in out_images}
     if len(sizes) > 1:
         raise ValueError(
             f"{json_name!r}: images have different sizes {sorted(sizes)}; pass image_size"
         )
-    return PanopticDataset(
-        torch.stack(out_images), torch.stack(out_sem), torch.stack(out_inst), categories, names
-    )
+    sem, inst, crowd = torch.stack(out_labels).unbind(1)
+    return PanopticDataset(torch.stack(out_images), sem, inst, categories, names, crowd)

@@ -154,6 +154,8 @@ class PanopticDataset:
         instance: ``[N, H, W]`` int64 instance ids (``0`` on stuff and void pixels).
         categories: the class table.
         names: per image, where it came from (e.g. its file name).
+        crowd: optional ``[N, H, W]`` int64, the class of each crowd-region pixel
+            (void in ``semantic``) and the void label elsewhere; for the metric.
     """
 
     images: Tensor
@@ -161,6 +163,7 @@ class PanopticDataset:
     instance: Tensor
     categories: PanopticCategories
     names: list[str]
+    crowd: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -169,14 +172,17 @@ class PanopticDataset:
                 f"{tuple(self.images.shape)}"
             )
         n, _, h, w = self.images.shape
-        for name, t in (("semantic", self.semantic), ("instance", self.instance)):
-            if t.shape != (n, h, w):
+        maps = {"semantic": self.semantic, "instance": self.instance, "crowd": self.crowd}
+        for name, t in maps.items():
+            if t is not None and t.shape != (n, h, w):
                 raise ValueError(
                     f"PanopticDataset.{name} must have shape {(n, h, w)}, got {tuple(t.shape)}"
                 )
         if len(self.names) != n:
             raise ValueError(f"PanopticDataset: {n} images but {len(self.names)} names")
         self.categories.check_semantic(self.semantic, "PanopticDataset.semantic")
+        if self.crowd is not None:
+            self.categories.check_semantic(self.crowd, "PanopticDataset.crowd")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -12,7 +12,9 @@ Void pixels (the void label in the ground truth: unlabelled, crowd) are
 ignored: the pixels of a predicted segment that fall on void are removed from
 the IoU's union, and an unmatched predicted segment with more than half of its
 area on void is not a false positive. Void pixels in the prediction belong to
-no segment. The ``all`` / ``things`` / ``stuff`` scores are plain means of the
+no segment. Crowd regions, when given apart (``gt_crowd``), are handled as in
+COCO: never matched, and a prediction's pixels on a crowd region of its own
+class count with its void pixels in the false-positive test (not in the union). The ``all`` / ``things`` / ``stuff`` scores are plain means of the
 per-class PQ, SQ and RQ over the classes with at least one TP, FP or FN.
 """
 
@@ -108,11 +110,21 @@ class PanopticQuality:
         self.fn = torch.zeros(c, dtype=torch.int64)
         self.iou_sum = torch.zeros(c, dtype=torch.float64)
 
-    def update(self, pred_sem: Tensor, pred_inst: Tensor, gt_sem: Tensor, gt_inst: Tensor) -> None:
-        """Add images: four integer maps of one shape, ``[H, W]`` or ``[B, H, W]``.
+    def update(
+        self,
+        pred_sem: Tensor,
+        pred_inst: Tensor,
+        gt_sem: Tensor,
+        gt_inst: Tensor,
+        gt_crowd: Tensor | None = None,
+    ) -> None:
+        """Add images: integer maps of one shape, ``[H, W]`` or ``[B, H, W]``.
 
         Semantic maps hold classes ``0..C-1`` or the void label; instance ids are
-        any integers (only equality within a thing class matters).
+        any integers (only equality within a thing class matters). ``gt_crowd``
+        (optional) holds the class of each crowd-region pixel and the void label
+        elsewhere; crowd pixels must be void in ``gt_sem``. Without it, crowd
+        regions are plain void.
         """
         check_label_pair(pred_sem, pred_inst, "prediction")
         check_label_pair(gt_sem, gt_inst, "ground truth")
@@ -123,17 +135,21 @@ class PanopticQuality:
             )
         self.categories.check_semantic(pred_sem, "prediction semantic map")
         self.categories.check_semantic(gt_sem, "ground-truth semantic map")
+        void = self.categories.void_label
+        if gt_crowd is None:
+            gt_crowd = torch.full_like(gt_sem, void)
+        check_label_pair(gt_sem, gt_crowd, "ground truth (crowd)")
+        self.categories.check_semantic(gt_crowd, "ground-truth crowd map")
+        if bool(((gt_crowd != void) & (gt_sem != void)).any()):
+            raise ValueError("ground-truth crowd map marks pixels that are not void in gt_sem")
+        maps = [t.cpu() for t in (pred_sem, pred_inst, gt_sem, gt_inst, gt_crowd)]
         if pred_sem.ndim == 2:
-            pred_sem, pred_inst, gt_sem, gt_inst = (
-                t[None] for t in (pred_sem, pred_inst, gt_sem, gt_inst)
-            )
-        for i in range(pred_sem.shape[0]):
-            self._update_image(
-                pred_sem[i].cpu(), pred_inst[i].cpu(), gt_sem[i].cpu(), gt_inst[i].cpu()
-            )
+            maps = [t[None] for t in maps]
+        for image in zip(*maps):
+            self._update_image(*image)
 
     def _update_image(
-        self, pred_sem: Tensor, pred_inst: Tensor, gt_sem: Tensor, gt_inst: Tensor
+        self, pred_sem: Tensor, pred_inst: Tensor, gt_sem: Tensor, gt_inst: Tensor, crowd: Tensor
     ) -> None:
         """Match the segments of one image (``[H, W]`` maps) and count."""
         c = self.categories.num_classes
@@ -145,13 +161,20 @@ class PanopticQuality:
         p_area = torch.bincount(p[p >= 0], minlength=n_p)
         both = (g >= 0) & (p >= 0)
         inter = torch.bincount(g[both] * n_p + p[both], minlength=n_g * n_p).view(n_g, n_p)
-        on_void = torch.bincount(p[(g < 0) & (p >= 0)], minlength=n_p)
+        crowd = crowd.flatten()
+        no_crowd = crowd == self.categories.void_label
+        on_void = torch.bincount(p[(g < 0) & no_crowd & (p >= 0)], minlength=n_p)
+        # a prediction's pixels on a crowd region of its class: only for the FP test
+        on_any_crowd = ~no_crowd & (p >= 0)
+        p_on_crowd = p[on_any_crowd]
+        own = crowd[on_any_crowd] == p_cls[p_on_crowd]
+        on_crowd = torch.bincount(p_on_crowd[own], minlength=n_p)
         union = g_area[:, None] + p_area[None, :] - inter - on_void[None, :]
         iou = inter.double() / union.clamp(min=1).double()
         match = (iou > MATCH_IOU) & (g_cls[:, None] == p_cls[None, :])
         g_hit, p_hit = match.any(1), match.any(0)
-        # an unmatched prediction mostly on void is no false positive
-        p_false = ~p_hit & (on_void.double() <= 0.5 * p_area.double())
+        # an unmatched prediction mostly on void (or its class's crowd) is no FP
+        p_false = ~p_hit & ((on_void + on_crowd).double() <= 0.5 * p_area.double())
         self.tp += torch.bincount(g_cls[g_hit], minlength=c)
         self.fn += torch.bincount(g_cls[~g_hit], minlength=c)
         self.fp += torch.bincount(p_cls[p_false], minlength=c)
@@ -194,8 +217,9 @@ def panoptic_quality(
     gt_sem: Tensor,
     gt_inst: Tensor,
     categories: PanopticCategories,
+    gt_crowd: Tensor | None = None,
 ) -> PanopticResult:
     """PQ of one batch ``[B, H, W]`` (or one image ``[H, W]``) of maps."""
     metric = PanopticQuality(categories)
-    metric.update(pred_sem, pred_inst, gt_sem, gt_inst)
+    metric.update(pred_sem, pred_inst, gt_sem, gt_inst, gt_crowd)
     return metric.compute()
