@@ -224,6 +224,9 @@ def test_missing_keys(tmp_path: Path) -> None:
     del data["annotations"][1]["segments_info"]
     write_json(tmp_path, data)
     expect_error(tmp_path, ValueError, r"annotations\[1\]: missing key 'segments_info'")
+    data["annotations"][1]["segments_info"] = [{"id": "10", "category_id": 7}]
+    write_json(tmp_path, data)
+    expect_error(tmp_path, ValueError, r"segments_info\[0\]: 'id' must be an integer, got '10'")
     del data["categories"]
     write_json(tmp_path, data)
     expect_error(tmp_path, ValueError, r"panoptic\.json: missing key 'categories'")

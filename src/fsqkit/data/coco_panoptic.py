@@ -39,6 +39,13 @@ def _key(entry: object, key: str, where: str) -> object:
     return entry[key]
 
 
+def _int_key(entry: object, key: str, where: str) -> int:
+    value = _key(entry, key, where)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where}: {key!r} must be an integer, got {value!r}")
+    return value
+
+
 def _read_json(path: PathLike) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"COCO panoptic JSON {str(path)!r} does not exist")
@@ -54,8 +61,11 @@ def _read_json(path: PathLike) -> dict:
 
 
 def _categories(data: dict, where: str) -> PanopticCategories:
-    cats = sorted(data["categories"], key=lambda c: _key(c, "id", f"{where} categories"))
-    ids = [int(c["id"]) for c in cats]
+    cats = data["categories"]
+    for i, c in enumerate(cats):
+        _int_key(c, "id", f"{where} categories[{i}]")
+    cats = sorted(cats, key=lambda c: c["id"])
+    ids = [c["id"] for c in cats]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{where}: duplicate category ids in {ids}")
     names = tuple(str(_key(c, "name", f"{where} category {c['id']}")) for c in cats)
@@ -91,7 +101,7 @@ def _labels(
     n_things = 0
     for i, seg in enumerate(segments):
         seg_where = f"{where} segments_info[{i}]"
-        sid, cid = int(_key(seg, "id", seg_where)), int(_key(seg, "category_id", seg_where))
+        sid, cid = _int_key(seg, "id", seg_where), _int_key(seg, "category_id", seg_where)
         if sid in table:
             raise ValueError(f"{seg_where}: segment id {sid} is 0 or appears twice")
         if cid not in class_of:
