@@ -165,6 +165,8 @@ def test_things_and_stuff_averages() -> None:
     assert r.all.pq == pytest.approx((1.0 + 0.0 + ground + 1.0) / 4)
     assert r.all.sq == pytest.approx((1.0 + 0.0 + ground + 1.0) / 4)  # box SQ = 0 (no TP)
     assert r.all.rq == pytest.approx((1.0 + 0.0 + 1.0 + 1.0) / 4)
+    # PQ (0.5 + (22/26 + 1) / 2) / 2 = 0.7115..., SQ the same, RQ 0.75
+    assert r.summary() == "PQ 71.2 SQ 71.2 RQ 75.0 | things PQ 50.0 (2) | stuff PQ 92.3 (2)"
 
 
 def test_batches_equal_image_by_image_reset_and_merge() -> None:

@@ -69,6 +69,15 @@ class PanopticResult:
         """Plain dict (JSON-ready apart from ``nan``)."""
         return asdict(self)
 
+    def summary(self) -> str:
+        """One line in percent, as COCO reports it, e.g.
+        ``PQ 43.2 SQ 80.1 RQ 52.3 | things PQ 50.0 (80) | stuff PQ 32.9 (53)``."""
+        a, t, s = self.all, self.things, self.stuff
+        return (
+            f"PQ {100 * a.pq:.1f} SQ {100 * a.sq:.1f} RQ {100 * a.rq:.1f} | "
+            f"things PQ {100 * t.pq:.1f} ({t.n}) | stuff PQ {100 * s.pq:.1f} ({s.n})"
+        )
+
 
 def _mean(classes: list[ClassPQ]) -> PQSummary:
     counted = [c for c in classes if c.tp + c.fp + c.fn > 0]
