@@ -316,6 +316,10 @@ def test_crowd_regions_as_in_coco() -> None:
     assert per_class(r, "ground").pq == pytest.approx(25 / 28)
     with pytest.raises(ValueError, match="crowd map marks pixels that are not void"):
         panoptic_quality(ps, pi, torch.zeros_like(gs), gi, CATS, gt_crowd=crowd)
+    with pytest.raises(ValueError, match=r"crowd map must have the shape of gt_sem \(6, 6\)"):
+        panoptic_quality(ps, pi, gs, gi, CATS, gt_crowd=crowd[:3])
+    with pytest.raises(ValueError, match="crowd map has label 7 out of range"):
+        panoptic_quality(ps, pi, gs, gi, CATS, gt_crowd=torch.full_like(gs, 7))
 
 
 def test_bad_input_is_named() -> None:

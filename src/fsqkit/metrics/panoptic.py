@@ -14,7 +14,8 @@ the IoU's union, and an unmatched predicted segment with more than half of its
 area on void is not a false positive. Void pixels in the prediction belong to
 no segment. Crowd regions, when given apart (``gt_crowd``), are handled as in
 COCO: never matched, and a prediction's pixels on a crowd region of its own
-class count with its void pixels in the false-positive test (not in the union). The ``all`` / ``things`` / ``stuff`` scores are plain means of the
+class count with its void pixels in the false-positive test (not in the
+union). The ``all`` / ``things`` / ``stuff`` scores are plain means of the
 per-class PQ, SQ and RQ over the classes with at least one TP, FP or FN.
 """
 
@@ -147,7 +148,12 @@ class PanopticQuality:
         void = self.categories.void_label
         if gt_crowd is None:
             gt_crowd = torch.full_like(gt_sem, void)
-        check_label_pair(gt_sem, gt_crowd, "ground truth (crowd)")
+        if not isinstance(gt_crowd, Tensor) or gt_crowd.shape != gt_sem.shape:
+            shape = tuple(gt_crowd.shape) if isinstance(gt_crowd, Tensor) else type(gt_crowd)
+            raise ValueError(
+                f"ground-truth crowd map must have the shape of gt_sem {tuple(gt_sem.shape)}, "
+                f"got {shape}"
+            )
         self.categories.check_semantic(gt_crowd, "ground-truth crowd map")
         if bool(((gt_crowd != void) & (gt_sem != void)).any()):
             raise ValueError("ground-truth crowd map marks pixels that are not void in gt_sem")
