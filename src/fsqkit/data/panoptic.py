@@ -123,7 +123,8 @@ def segment_ids(
     """Number the segments of one image.
 
     Args:
-        semantic: ``[H, W]`` int classes or void.
+        semantic: ``[H, W]`` int classes or void (checked by the callers with
+            :meth:`PanopticCategories.check_semantic`).
         instance: ``[H, W]`` int instance ids (ignored on stuff pixels).
         categories: which classes are things.
 
