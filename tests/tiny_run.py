@@ -32,16 +32,22 @@ def start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
 
+def logged_steps(out: str) -> list[int]:
+    """The training steps logged in ``out/metrics.jsonl`` so far (none if no file)."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    return [r["step"] for r in read_metrics(path) if r.get("split") == "train"]
+
+
 def wait_for_step(proc: subprocess.Popen, out: str, step: int, timeout: float = 120) -> int:
     """Wait until the run in ``out`` has logged training step ``step`` or later
     (or the process has ended); returns the newest logged step."""
-    path = os.path.join(out, "metrics.jsonl")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if os.path.exists(path):
-            steps = [r["step"] for r in read_metrics(path) if r.get("split") == "train"]
-            if steps and steps[-1] >= step:
-                return steps[-1]
+        steps = logged_steps(out)
+        if steps and steps[-1] >= step:
+            return steps[-1]
         time.sleep(0.01)
     return -1
 
