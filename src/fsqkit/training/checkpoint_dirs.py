@@ -94,9 +94,12 @@ def find_intact(root: str) -> tuple[str | None, list[tuple[str, str]]]:
 
 
 def prune(root: str, keep: int) -> None:
-    """Keep the ``keep`` newest checkpoints (up to ``latest``); delete older ones,
-    directories newer than ``latest`` and leftovers of interrupted writes. If none
-    of the kept ones is intact, the newest intact older one is kept as well."""
+    """Keep the ``keep`` newest checkpoints up to ``latest``; delete older ones and
+    leftovers of interrupted writes. If none of the kept ones is intact, the
+    newest intact older one is kept as well. Directories newer than ``latest``
+    are not ours to judge (a line of the run abandoned by a resume from an older
+    step, or an earlier run in the same directory): they are left alone, and a
+    re-save of the same step replaces them."""
     newest_first = candidates(root)
     kept, older = newest_first[:keep], newest_first[keep:]
     if not any(checkpoint_problem(os.path.join(root, d)) is None for d in kept):
@@ -104,8 +107,7 @@ def prune(root: str, keep: int) -> None:
             if checkpoint_problem(os.path.join(root, d)) is None:
                 older.remove(d)
                 break
-    stale = set(list_checkpoints(root)) - set(newest_first)
-    for d in [*older, *stale]:
+    for d in older:
         shutil.rmtree(os.path.join(root, d), ignore_errors=True)
     for d in os.listdir(root):
         if d.startswith((".tmp-", ".trash-")) and os.path.isdir(os.path.join(root, d)):
