@@ -7,6 +7,7 @@ import os
 import signal
 
 import pytest
+import torch
 
 from fsqkit.cli import main
 from fsqkit.training import load_checkpoint, read_metrics
@@ -49,7 +50,12 @@ def test_an_ignored_signal_stays_ignored():
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("full") / "run")
-    assert main(train_args(out, STEPS)) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the subprocesses (module fixtures run before one_thread)
+    try:
+        assert main(train_args(out, STEPS)) == 0
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
