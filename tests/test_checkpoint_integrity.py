@@ -69,6 +69,16 @@ def test_damaged_checkpoint_is_named_on_load(tmp_path, damage):
     assert named in str(err.value) and "\n" not in str(err.value)
 
 
+def test_load_error_points_at_the_newest_intact_checkpoint(tmp_path):
+    three_checkpoints(tmp_path)
+    garble(str(tmp_path / "checkpoints" / "step-000003" / "weights.safetensors"))
+    with pytest.raises(CheckpointCorrupt, match=r"step-000003/weights\.safetensors") as err:
+        load_checkpoint(str(tmp_path))
+    assert str(err.value).endswith(
+        "the newest intact one is " + str(tmp_path / "checkpoints" / "step-000002")
+    )
+
+
 def test_legacy_checkpoint_without_manifest_loads_and_garbage_is_still_named(tmp_path):
     m = nn.Linear(2, 2)
     path = save_checkpoint(str(tmp_path), 1, {"net": m}, {})

@@ -46,6 +46,7 @@ from fsqkit.training.checkpoint_dirs import (
     WEIGHTS,
     checkpoint_problem,
     checkpoints_dir,
+    find_intact,
     prune,
     read_latest,
     step_name,
@@ -258,7 +259,9 @@ def load_checkpoint(
     ckpt = resolve_checkpoint(path)
     problem = checkpoint_problem(ckpt) if verify else None
     if problem is not None:
-        raise CheckpointCorrupt(f"corrupt checkpoint: {problem}")
+        older, _ = find_intact(os.path.dirname(os.path.abspath(ckpt)))
+        hint = f"; the newest intact one is {older}" if older else ""
+        raise CheckpointCorrupt(f"corrupt checkpoint: {problem}{hint}")
     meta = _read(ckpt, CONFIG, _read_json)
     if meta.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise ValueError(
