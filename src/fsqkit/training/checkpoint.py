@@ -175,7 +175,7 @@ def save_checkpoint(
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    prune(root, keep)
+    prune(root, keep, just_written=step_name(step))
     return final
 
 

@@ -93,16 +93,19 @@ def find_intact(root: str) -> tuple[str | None, list[tuple[str, str]]]:
     return None, skipped
 
 
-def prune(root: str, keep: int) -> None:
+def prune(root: str, keep: int, just_written: str | None = None) -> None:
     """Keep the ``keep`` newest checkpoints up to ``latest``; delete older ones and
     leftovers of interrupted writes. If none of the kept ones is intact, the
     newest intact older one is kept as well. Directories newer than ``latest``
     are not ours to judge (a line of the run abandoned by a resume from an older
     step, or an earlier run in the same directory): they are left alone, and a
-    re-save of the same step replaces them."""
+    re-save of the same step replaces them. ``just_written``: the name of a
+    checkpoint known to be intact (not hashed again)."""
     newest_first = candidates(root)
     kept, older = newest_first[:keep], newest_first[keep:]
-    if not any(checkpoint_problem(os.path.join(root, d)) is None for d in kept):
+    if just_written not in kept and not any(
+        checkpoint_problem(os.path.join(root, d)) is None for d in kept
+    ):
         for d in older:
             if checkpoint_problem(os.path.join(root, d)) is None:
                 older.remove(d)
