@@ -4,6 +4,7 @@ each (see docs/studies.md). Argument parsing only; the logic is :mod:`fsqkit.stu
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -104,7 +105,8 @@ def _run(study: Callable[..., Table], args: argparse.Namespace, *grid: object) -
     """Call ``study(out, scale, *grid, ...)`` with the common flags; print its table."""
     opts = {"progress": not args.no_progress, "device": args.device, "threads": args.threads}
     table = study(args.out, args.scale, *grid, **opts)
-    print(f"\n{table.to_text()}\n\ntable: {args.out}/table.md")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 prints
+        print(f"\n{table.to_text()}\n\ntable: {args.out}/table.md")
     return 0
 
 

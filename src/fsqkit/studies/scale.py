@@ -2,8 +2,8 @@
 shares with the other cells (data, architecture, steps, stage II, evaluation).
 
 - ``tiny``: a smoke test (seconds per cell); numbers mean nothing.
-- ``small``: the default; sized for a 2-core CPU (see docs/studies.md for the
-  measured wall time of the full grid).
+- ``small``: the default; sized for a 2-core CPU: 8x8 crops, f=2 (4x4 tokens),
+  the paper's sizes 2^4 … 2^12 (see docs/studies.md for the measured wall time).
 - ``paper``: codebooks up to 2^16, sized for GPUs; runs unchanged under
   ``torchrun`` (each cell trains with DDP, every rank evaluates, rank 0 writes).
 """
@@ -69,6 +69,9 @@ class StudyScale:
         return asdict(self)
 
 
+# The codebook sizes of the paper's Table 1 and Fig. 3 (exponents of 2).
+PAPER_LOG2_SIZES: tuple[int, ...] = (4, 6, 8, 9, 10, 11, 12, 14, 16)
+
 SCALES: dict[str, StudyScale] = {
     "tiny": StudyScale(
         name="tiny",
@@ -89,14 +92,19 @@ SCALES: dict[str, StudyScale] = {
     ),
     "small": StudyScale(
         name="small",
-        log2_sizes=tuple(range(4, 13)),
+        log2_sizes=PAPER_LOG2_SIZES[:7],
+        image_size=8,
+        channel_mult=(1, 2),
+        val_images=4096,
+        steps=800,
+        ckpt_every=200,
         stage2=Stage2Config(
             steps=200, dim=64, depth=2, heads=4, batch_size=64, num_samples=256, decode_steps=8
         ),
     ),
     "paper": StudyScale(
         name="paper",
-        log2_sizes=tuple(range(4, 17)),
+        log2_sizes=PAPER_LOG2_SIZES,
         image_size=64,
         train_images=32768,
         val_images=16384,
