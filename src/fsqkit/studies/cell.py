@@ -33,22 +33,6 @@ from fsqkit.training import DistInfo, TrainerConfig, atomic_write_text
 
 RESULT_FILE = "result.json"
 
-# Metric keys of a cell result, in table order.
-METRIC_KEYS = (
-    "psnr",
-    "ssim",
-    "recon_fd",
-    "usage",
-    "codes_used",
-    "perplexity",
-    "sample_fd",
-    "precision",
-    "recall",
-    "bits_per_image",
-    "raw_bits_per_image",
-)
-
-
 @dataclass
 class EvalContext:
     """What every cell is measured against (computed once per study).
@@ -110,9 +94,10 @@ def run_cell(
 ) -> dict[str, Any]:
     """Train and measure ``cell``; writes and returns its result.
 
-    Returns ``{"cell", "row", "label", "target", "codes", "levels", "status":
-    "done", "metrics": {...}, "seconds": {...}}`` with the metrics of
-    :data:`METRIC_KEYS` plus ``sample_usage``.
+    Returns :func:`cell_record` with ``status="done"``, ``"metrics"`` (``psnr``,
+    ``ssim``, ``mse``, ``usage``, ``codes_used``, ``perplexity``, ``recon_fd``,
+    ``sample_fd``, ``precision``, ``recall``, ``bits_per_image``,
+    ``raw_bits_per_image``, ``sample_usage``) and ``"seconds"``.
     """
     dist = dist_info or DistInfo()
     t_start = time.perf_counter()
@@ -157,8 +142,7 @@ def run_cell(
     for k in ("precision", "recall", "bits_per_image", "raw_bits_per_image", "sample_usage"):
         metrics[k] = float(gen[k])
     result = {
-        **cell_record(cell),
-        "status": "done",
+        **cell_record(cell, "done"),
         "metrics": metrics,
         "seconds": {
             "tokenizer_train": tok.train_seconds,

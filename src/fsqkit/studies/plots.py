@@ -55,11 +55,11 @@ def save_study_figure(
                 xs,
                 [tokens * x for x in xs],
                 color="k",
-                ls="--",
+                ls="-.",
                 lw=0.8,
                 label="uniform: tokens x log2 K",
             )
-        ax.set(title=title, xlabel="log2(codebook size)", ylabel=ylabel)
+        ax.set(title=title, xlabel="log2(codebook size)", ylabel=ylabel, xticks=xs)
         ax.grid(alpha=0.3)
     handles, labels = axes[2].get_legend_handles_labels()
     for h, lab in zip(*axes[4].get_legend_handles_labels()):
