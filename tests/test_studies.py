@@ -144,6 +144,8 @@ def test_api_rejects_empty_lists():
         codebook_size_cells([], [16], vq_dim=8)
     with pytest.raises(ValueError, match="min-level list is empty"):
         levels("unused", "tiny", [1024], [])
+    with pytest.raises(ValueError, match="need 3 <= smallest level"):
+        levels_cells([1024], [2])
 
 
 def test_parse_size():
@@ -166,3 +168,16 @@ def test_study_usage_and_its_old_name(capsys):
     new = capsys.readouterr().out
     assert main(["usage-study", *args]) == 0
     assert capsys.readouterr().out == new and "vq_split" in new
+
+
+def test_levels_study_cli_runs(tmp_path, capsys):
+    out = str(tmp_path / "lv")
+    args = ["--scale", "tiny", "--sizes", "2^4", "--min-levels", "3", "4", "--out", out]
+    assert main(["study", "levels", *args, "--no-progress"]) == 0
+    data = json.loads(_read(os.path.join(out, "table.json")))
+    assert [(c["row"], c["levels"], c["status"]) for c in data["cells"]] == [
+        ("fsq_min3", [5, 3], "done"),
+        ("fsq_min4", [4, 4], "done"),
+    ]
+    assert os.path.isfile(os.path.join(out, "figure.png"))
+    assert "FSQ min L=4" in capsys.readouterr().out

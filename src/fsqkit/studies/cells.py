@@ -142,9 +142,10 @@ def levels_with_min(target: int, min_level: int) -> list[int]:
     >>> levels_with_min(1024, 5), levels_with_min(1024, 8)
     ([8, 5, 5, 5], [11, 11, 8])
     """
-    if min_level < 2 or target < min_level:
+    if min_level < 3 or target < min_level:
         raise ValueError(
-            f"need 2 <= min_level <= target, got min_level={min_level}, target={target}"
+            f"need 3 <= smallest level <= codebook size (FSQ's bound is undefined for L=2), "
+            f"got smallest level {min_level}, codebook size {target}"
         )
     if target >= 3 and min(levels_for(target)) == min_level:
         return levels_for(target)
