@@ -109,6 +109,13 @@ def test_failed_cell_is_reported_and_retried(tmp_path, monkeypatch):
     failed = os.path.join(out, "cells", "fsq-64", "failed.json")
     assert "boom" in json.loads(_read(failed))["traceback"]
     assert "failed: RuntimeError: boom" in _read(os.path.join(out, "table.md"))
+    monkeypatch.setattr(runner_mod, "run_cell", None)  # --table-only must not run a cell
+    os.remove(os.path.join(out, "table.md"))
+    assert main(["study", "codebook-size", "--scale", "tiny", "--quantizers", "fsq",
+                 "--sizes", "16", "64", "128", "--out", out, "--table-only"]) == 0  # fmt: skip
+    md = _read(os.path.join(out, "table.md"))
+    assert "| done |" in md and "failed: RuntimeError: boom" in md and "| missing |" in md
+    assert not os.path.exists(os.path.join(out, "cells", "fsq-128"))
     monkeypatch.setattr(runner_mod, "run_cell", real)
     table = codebook_size(out, "tiny", ["fsq"], [16, 64], progress=False)
     assert [r["status"] for r in table.rows] == ["done", "done"]

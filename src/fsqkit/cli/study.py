@@ -76,6 +76,11 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="train nothing: write the table and figure of the cells finished so far",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -103,7 +108,12 @@ def run_levels(args: argparse.Namespace) -> int:
 
 def _run(study: Callable[..., Table], args: argparse.Namespace, *grid: object) -> int:
     """Call ``study(out, scale, *grid, ...)`` with the common flags; print its table."""
-    opts = {"progress": not args.no_progress, "device": args.device, "threads": args.threads}
+    opts = {
+        "progress": not args.no_progress,
+        "device": args.device,
+        "threads": args.threads,
+        "table_only": args.table_only,
+    }
     table = study(args.out, args.scale, *grid, **opts)
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 prints
         print(f"\n{table.to_text()}\n\ntable: {args.out}/table.md")

@@ -26,6 +26,7 @@ def codebook_size(
     progress: bool = True,
     device: str | None = None,
     threads: int | None = None,
+    table_only: bool = False,
 ) -> Table:
     """Train and measure a tokenizer + MaskGIT per (quantizer, codebook size).
 
@@ -37,6 +38,7 @@ def codebook_size(
         sizes: codebook sizes (default: the scale's ``2^4 … 2^12`` or ``2^16``).
         progress: progress bars; device: ``"cpu"``/``"cuda"`` (default: CUDA if any).
         threads: torch CPU threads (default: the scale's, 1 for tiny/small).
+        table_only: train nothing; write the table and figure of the finished cells.
 
     Returns:
         The study table (also written to ``out/table.md`` and ``out/table.json``).
@@ -46,7 +48,7 @@ def codebook_size(
     ks = [2**e for e in sc.log2_sizes] if sizes is None else list(sizes)
     cells = codebook_size_cells(qs, ks, sc.vq_dim, sc.seed)
     title = f"Codebook-size study (scale {sc.name}): FSQ vs VQ, tokenizer + MaskGIT per cell"
-    return run_study(title, cells, sc, out, progress=progress, device=device)
+    return run_study(title, cells, sc, out, progress=progress, device=device, table_only=table_only)
 
 
 def levels(
@@ -58,6 +60,7 @@ def levels(
     progress: bool = True,
     device: str | None = None,
     threads: int | None = None,
+    table_only: bool = False,
 ) -> Table:
     """FSQ at fixed codebook sizes with level sets whose smallest ``L_i`` is each
     of ``min_levels`` (the paper advises ``L_i >= 5``); same outputs as
@@ -65,4 +68,4 @@ def levels(
     sc = get_scale(scale, cpu_threads=threads)
     cells = levels_cells(list(sizes), list(min_levels))
     title = f"FSQ levels study (scale {sc.name}): smallest level {list(min_levels)}"
-    return run_study(title, cells, sc, out, progress=progress, device=device)
+    return run_study(title, cells, sc, out, progress=progress, device=device, table_only=table_only)

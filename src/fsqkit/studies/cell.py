@@ -33,6 +33,7 @@ from fsqkit.training import DistInfo, TrainerConfig, atomic_write_text
 
 RESULT_FILE = "result.json"
 
+
 @dataclass
 class EvalContext:
     """What every cell is measured against (computed once per study).

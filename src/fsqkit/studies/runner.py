@@ -44,12 +44,15 @@ def run_study(
     *,
     progress: bool = True,
     device: str | None = None,
+    table_only: bool = False,
     log=print,
 ) -> Table:
     """Run (or continue) every cell of ``cells`` under ``out``; returns the table.
 
     Under ``torchrun`` each cell trains with DDP; every rank evaluates, rank 0
-    writes. ``log`` receives one line per cell (rank 0 only).
+    writes. ``table_only``: train nothing, write the table and figure of the
+    cells finished so far (e.g. while another process runs the study).
+    ``log`` receives one line per cell (rank 0 only).
     """
     if not cells:
         raise ValueError("the study has no cells")
@@ -58,7 +61,8 @@ def run_study(
         with distributed_session(device) as dist:
             if dist.device.type == "cpu" and scale.cpu_threads:
                 torch.set_num_threads(scale.cpu_threads)
-            return _run(title, cells, scale, out, progress, dist, log if dist.is_main else _quiet)
+            say = log if dist.is_main else _quiet
+            return _run(title, cells, scale, out, progress, table_only, dist, say)
     finally:
         torch.set_num_threads(threads)
 
@@ -73,11 +77,14 @@ def _run(
     scale: StudyScale,
     out: str,
     progress: bool,
+    table_only: bool,
     dist: DistInfo,
     log: Any,
 ) -> Table:
     cells_root = os.path.join(out, "cells")
-    if dist.is_main:
+    if table_only and not os.path.isdir(cells_root):
+        raise ValueError(f"{out} holds no study (no cells/ folder) to write a table of")
+    if dist.is_main and not table_only:
         os.makedirs(cells_root, exist_ok=True)
         meta = {"title": title, "scale": scale.to_dict(), "cells": [c.name for c in cells]}
         atomic_write_text(os.path.join(out, "study.json"), json.dumps(meta, indent=2))
@@ -91,6 +98,11 @@ def _run(
             if done is not None:
                 results[cell.name] = done
                 log(f"[{i}/{len(cells)}] {cell.name}: done earlier, skipped")
+                continue
+            if table_only:
+                failed = _read_json(os.path.join(cell_dir, FAILED_FILE))
+                if failed is not None:
+                    results[cell.name] = failed
                 continue
             if ctx is None:
                 ctx = _eval_context(scale)
@@ -152,6 +164,13 @@ def _eval_context(scale: StudyScale) -> EvalContext:
 
 def _failure(cell: Cell, message: str) -> dict[str, Any]:
     return {**cell_record(cell, "failed"), "error": message}
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def _remove(path: str, dist: DistInfo) -> None:
