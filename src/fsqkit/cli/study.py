@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "study",
         help="the paper's studies: codebook size (Fig. 3), FSQ levels, synthetic usage",
-        description=__doc__,
+        description="The paper's studies, one command each; each writes a folder with a "
+        "table (Markdown + JSON), one run folder per cell and a figure (docs/studies.md).",
     )
     studies = p.add_subparsers(dest="study", metavar="STUDY")
     studies.required = True
