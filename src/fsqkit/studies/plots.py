@@ -45,6 +45,8 @@ def save_study_figure(
             pts = sorted((x, m[key]) for x, m in points if m.get(key) is not None)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        if key == "recon_fd":
+            ax.set_yscale("log")  # VQ variants span an order of magnitude
         if key == "usage":
             ax.axhline(1.0, color="k", ls="--", lw=0.8, label="all codes")
             ax.axhline(0.5, color="gray", ls=":", lw=0.8, label="50%")
