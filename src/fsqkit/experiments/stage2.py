@@ -24,6 +24,8 @@ import torch
 from fsqkit.data import ImageDataset
 from fsqkit.data.io import save_image_grid
 from fsqkit.evaluation import (
+    FeatureExtractor,
+    GenerationEval,
     RandomConvFeatures,
     evaluate_generation,
     frechet_distance_features,
@@ -33,7 +35,7 @@ from fsqkit.experiments.report import Report, Table
 from fsqkit.maskgit.train import MaskGITTrainConfig, train_maskgit
 from fsqkit.quantizers.stats import code_counts
 from fsqkit.tokenizer import Tokenizer
-from fsqkit.training import TrainerConfig
+from fsqkit.training import DistInfo, TrainerConfig
 
 
 @dataclass
@@ -106,41 +108,18 @@ def run_stage2(
             print(
                 f"[stage II] training MaskGIT on the {name.upper()} tokens ({cfg.steps} steps) -> {out}"
             )
-        train_cfg = MaskGITTrainConfig(
-            data="embedded",
+        m, ev = train_and_evaluate_maskgit(
+            tokenizer,
+            tok_dir,
+            val,
+            cfg,
+            TrainerConfig(out, cfg.steps, log_every=10, progress=demo_cfg.progress),
             num_train_images=demo_cfg.train_images,
             num_val_images=demo_cfg.val_images,
-            tokenizer=tok_dir,
-            class_conditional=False,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            warmup_steps=min(50, cfg.steps // 10),
-            seed=demo_cfg.seed,
-        )
-        arch = {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "dropout": 0.0}
-        result = train_maskgit(
-            arch,
-            train_cfg,
-            TrainerConfig(out, cfg.steps, log_every=10, progress=demo_cfg.progress),
-            tokenizer=tokenizer,
-        )
-        t0 = time.perf_counter()
-        ev = evaluate_generation(
-            result.model,
-            tokenizer,
-            val,
-            num_samples=cfg.num_samples,
-            num_steps=cfg.decode_steps,
             seed=demo_cfg.seed,
             extractor=extractor,
             real_features=real_f,
         )
-        m = dict(ev.metrics)
-        sample_tokens = torch.cat([tokenizer.encode(x) for x in ev.samples.split(256)])
-        m["sample_usage"] = float(
-            (code_counts(sample_tokens, tokenizer.codebook_size) > 0).float().mean()
-        )
-        m["train_seconds"], m["eval_seconds"] = result.train_seconds, time.perf_counter() - t0
         metrics[name] = m
         grid_rows.append(ev.samples[:12])
         label = f"MaskGIT on {name.upper()} tokens ({tokenizer.codebook_size} codes)"
@@ -206,6 +185,63 @@ def run_stage2(
         "samples.png",
     )
     return metrics
+
+
+def train_and_evaluate_maskgit(
+    tokenizer: Tokenizer,
+    tok_dir: str,
+    val: ImageDataset,
+    cfg: Stage2Config,
+    trainer_cfg: TrainerConfig,
+    *,
+    num_train_images: int | None,
+    num_val_images: int | None,
+    seed: int,
+    extractor: FeatureExtractor,
+    real_features: torch.Tensor,
+    data: str = "embedded",
+    dist_info: DistInfo | None = None,
+) -> tuple[dict[str, float], GenerationEval]:
+    """Train (or resume) an unconditional MaskGIT on ``tokenizer``'s tokens of
+    ``data`` and measure it against ``val`` (``(N, 3, H, W)`` crops).
+
+    ``real_features``: ``extractor`` applied to all of ``val``. Returns the
+    metrics of :func:`~fsqkit.evaluation.evaluate_generation` plus
+    ``sample_usage`` (share of the codebook the re-encoded samples use),
+    ``train_seconds`` and ``eval_seconds``, and the evaluation itself.
+    """
+    train_cfg = MaskGITTrainConfig(
+        data=data,
+        num_train_images=num_train_images,
+        num_val_images=num_val_images,
+        tokenizer=tok_dir,
+        class_conditional=False,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=min(50, cfg.steps // 10),
+        seed=seed,
+    )
+    arch = {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "dropout": 0.0}
+    result = train_maskgit(arch, train_cfg, trainer_cfg, dist_info, tokenizer=tokenizer)
+    t0 = time.perf_counter()
+    ev = evaluate_generation(
+        result.model,
+        tokenizer,
+        val,
+        num_samples=cfg.num_samples,
+        num_steps=cfg.decode_steps,
+        seed=seed,
+        extractor=extractor,
+        real_features=real_features,
+    )
+    m = dict(ev.metrics)
+    device = next(tokenizer.parameters()).device
+    sample_tokens = torch.cat([tokenizer.encode(x.to(device)).cpu() for x in ev.samples.split(256)])
+    m["sample_usage"] = float(
+        (code_counts(sample_tokens, tokenizer.codebook_size) > 0).float().mean()
+    )
+    m["train_seconds"], m["eval_seconds"] = result.train_seconds, time.perf_counter() - t0
+    return m, ev
 
 
 def _row(label: str, m: dict[str, float]) -> dict[str, Any]:
