@@ -19,6 +19,7 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -45,7 +46,7 @@ def run_study(
     progress: bool = True,
     device: str | None = None,
     table_only: bool = False,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> Table:
     """Run (or continue) every cell of ``cells`` under ``out``; returns the table.
 
@@ -79,7 +80,7 @@ def _run(
     progress: bool,
     table_only: bool,
     dist: DistInfo,
-    log: Any,
+    log: Callable[[str], None],
 ) -> Table:
     cells_root = os.path.join(out, "cells")
     if table_only and not os.path.isdir(cells_root):
