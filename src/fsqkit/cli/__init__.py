@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "demo",
     "train_maskgit",
     "sample",
+    "uvim",
 ]
 
 

@@ -1,0 +1,105 @@
+"""Dense data sources for UViM: ``scenes``, ``embedded``, ``nyu:PATH``, ``pairs:PATH``.
+
+Dimension legend: ``N`` items, ``H = W = image_size``.
+
+- ``scenes``: the procedural renderer (:mod:`fsqkit.data.scenes`): image, exact
+  depth, semantic and instance maps; train/val are disjoint seed ranges.
+- ``embedded``: the bundled photographs (:func:`fsqkit.data.build_dataset`),
+  images only (colorization).
+- ``nyu:PATH``: NYU Depth v2's labelled ``.mat``; ``pairs:PATH``: a folder of
+  ``images/`` + 16-bit ``depth/`` PNGs. Both hold out a seeded 10% for ``val``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from fsqkit.uvim.tasks import DenseBatch
+
+DENSE_DATA_SPECS = ("scenes", "embedded", "nyu:PATH", "pairs:PATH")
+DEFAULT_COUNTS = {"train": 2048, "val": 256}
+
+
+@dataclass
+class DenseDataset:
+    """Images ``(N, 3, H, W)`` uint8 and optional ``depth (N, 1, H, W)`` float32
+    metres, ``semantic`` / ``instance`` ``(N, H, W)`` int64."""
+
+    images: Tensor
+    depth: Tensor | None = None
+    semantic: Tensor | None = None
+    instance: Tensor | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or n == 0:
+            raise ValueError(f"{self.name}: images must be a non-empty uint8 (N, 3, H, W) tensor")
+        for f in ("depth", "semantic", "instance"):
+            t = getattr(self, f)
+            if t is not None and (t.shape[0] != n or t.shape[-2:] != self.images.shape[-2:]):
+                raise ValueError(
+                    f"{self.name}: {f} of shape {tuple(t.shape)} does not match images "
+                    f"{tuple(self.images.shape)}"
+                )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def batch(self, index: Tensor | slice) -> DenseBatch:
+        def take(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[index]
+
+        return DenseBatch(
+            self.images[index].float().div_(255.0),
+            take(self.depth),
+            take(self.semantic),
+            take(self.instance),
+        )
+
+
+def _held_out(n: int, split: str, seed: int) -> Tensor:
+    from fsqkit.data.files import _split
+
+    return _split(n, split, seed)
+
+
+def build_dense_dataset(
+    spec: str, split: str, *, image_size: int = 32, num: int | None = None, seed: int = 0
+) -> DenseDataset:
+    """The ``split`` (``train``/``val``) of data source ``spec`` (see the module
+    docstring). ``num`` sets the item count of the generated sources (``scenes``,
+    ``embedded``; default 2048 train / 256 val) and is ignored for files."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    kind, _, path = spec.partition(":")
+    n = DEFAULT_COUNTS[split] if num is None else int(num)
+    name = f"{spec}/{split}"
+    if kind == "scenes" and not path:
+        from fsqkit.data.scenes import render_split
+
+        r = render_split(split, n, image_size, seed)
+        images = (r.image * 255).round().to(torch.uint8)
+        return DenseDataset(images, r.depth, r.semantic, r.instance, name=name)
+    if kind == "embedded" and not path:
+        from fsqkit.data import build_dataset
+
+        ds = build_dataset("embedded", split, image_size=image_size, seed=seed, num_images=n)
+        return DenseDataset(ds.images, name=name)
+    if kind in ("nyu", "pairs"):
+        if not path:
+            raise ValueError(f"data spec {spec!r} needs a path, e.g. '{kind}:/data/nyu'")
+        from fsqkit.data.depth_files import load_depth_pairs, load_nyu_mat
+
+        loader = load_nyu_mat if kind == "nyu" else load_depth_pairs
+        images, depth = loader(path, image_size)
+        idx = _held_out(images.shape[0], split, seed)
+        return DenseDataset(images[idx], depth[idx], name=name)
+    raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(DENSE_DATA_SPECS)}")
