@@ -89,9 +89,12 @@ def build_dense_dataset(
         images = (r.image * 255).round().to(torch.uint8)
         return DenseDataset(images, r.depth, r.semantic, r.instance, name=name)
     if kind == "embedded" and not path:
-        from fsqkit.data import build_dataset
+        from fsqkit.data.embedded import embedded_dataset
 
-        ds = build_dataset("embedded", split, image_size=image_size, seed=seed, num_images=n)
+        # True colours: no channel-permutation augmentation (colorization needs them).
+        ds = embedded_dataset(
+            split, image_size=image_size, num_images=n, seed=seed, permute_channels=False
+        )
         return DenseDataset(ds.images, name=name)
     if kind in ("nyu", "pairs"):
         if not path:

@@ -78,6 +78,9 @@ class TargetDecoder(nn.Module):
             c = w
         self.norm_out = norm(c, groups)
         self.conv_out = nn.Conv2d(c, target_channels, 3, padding=1)
+        # Start at the encoded value 0 (mid-range depth; the grayscale copy for colours).
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, z: Tensor | None, context: list[Tensor]) -> Tensor:
         top = context[-1]

@@ -71,7 +71,7 @@ class Oracle(nn.Module):
         """``images (B, 3, H, W)`` in ``[0, 1]``, ``target (B, C, H, W)`` in task units."""
         check_images(images, self.cfg.image_size)
         x = images * 2.0 - 1.0
-        q = self.quantizer(self.encoder(self.task.encode(target), x))  # (B, D, h, w)
+        q = self.quantizer(self.encoder(self.task.encode(target, images), x))  # (B, D, h, w)
         return OracleOutput(self.decoder(q.quantized, self.context(x)), q)
 
     @torch.no_grad()
@@ -79,7 +79,7 @@ class Oracle(nn.Module):
         """Token ids ``(B, h, w)`` of ``target`` given ``images``."""
         check_images(images, self.cfg.image_size)
         x = images * 2.0 - 1.0
-        return self.quantizer(self.encoder(self.task.encode(target), x)).indices
+        return self.quantizer(self.encoder(self.task.encode(target, images), x)).indices
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, images: Tensor) -> Tensor:
@@ -91,12 +91,12 @@ class Oracle(nn.Module):
                 f"got {tokens.dtype} {tuple(tokens.shape)}"
             )
         codes = self.quantizer.indices_to_codes(tokens)  # (B, D, h, w)
-        return self.task.decode(self.decoder(codes, self.context(images * 2.0 - 1.0)))
+        return self.task.decode(self.decoder(codes, self.context(images * 2.0 - 1.0)), images)
 
     @torch.no_grad()
     def reconstruct(self, images: Tensor, target: Tensor) -> Tensor:
         """The oracle prediction (task units): ``decode(encode(images, target), images)``."""
-        return self.task.decode(self(images, target).recon)
+        return self.task.decode(self(images, target).recon, images)
 
 
 class DirectModel(nn.Module):
@@ -119,4 +119,4 @@ class DirectModel(nn.Module):
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
         """Prediction in task units."""
-        return self.task.decode(self(images))
+        return self.task.decode(self(images), images)

@@ -40,7 +40,7 @@ def evaluate_run(
     def predict(inputs: Tensor, batch: DenseBatch) -> tuple[Tensor, Tensor | None]:
         if isinstance(model, Oracle):
             out = model(inputs, task.target(batch))
-            return task.decode(out.recon), out.quant.indices
+            return task.decode(out.recon, inputs), out.quant.indices
         if isinstance(model, UViM):
             tokens = model.predict_tokens(inputs)
             return model.oracle.decode(tokens, inputs), tokens

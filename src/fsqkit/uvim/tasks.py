@@ -70,17 +70,18 @@ class DenseTask:
         b, _, h, w = batch.image.shape
         return torch.ones(b, 1, h, w, dtype=torch.bool, device=batch.image.device)
 
-    def encode(self, target: Tensor) -> Tensor:
-        """Task units -> the networks' ``[-1, 1]`` scale."""
+    def encode(self, target: Tensor, inputs: Tensor) -> Tensor:
+        """Task units -> the networks' ``[-1, 1]`` scale (``inputs``: the model input,
+        for encodings relative to it)."""
         raise NotImplementedError
 
-    def decode(self, net: Tensor) -> Tensor:
+    def decode(self, net: Tensor, inputs: Tensor) -> Tensor:
         """Network output (``[-1, 1]`` scale, unclamped) -> task units (clamped to range)."""
         raise NotImplementedError
 
-    def loss(self, net: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    def loss(self, net: Tensor, target: Tensor, valid: Tensor, inputs: Tensor) -> Tensor:
         """Mean squared error on the ``[-1, 1]`` scale over valid pixels."""
-        err = (net - self.encode(target)).pow(2) * valid
+        err = (net - self.encode(target, inputs)).pow(2) * valid
         return err.sum() / (valid.sum() * net.shape[1]).clamp_min(1)
 
     def metrics(self, pred: Tensor, target: Tensor, valid: Tensor) -> dict[str, Tensor]:
@@ -123,10 +124,10 @@ class DepthTask(DenseTask):
         assert batch.depth is not None
         return batch.depth > 0
 
-    def encode(self, target: Tensor) -> Tensor:
+    def encode(self, target: Tensor, inputs: Tensor) -> Tensor:
         return target.clamp(0, self.max_depth) * (2.0 / self.max_depth) - 1.0
 
-    def decode(self, net: Tensor) -> Tensor:
+    def decode(self, net: Tensor, inputs: Tensor) -> Tensor:
         return ((net + 1.0) * (self.max_depth / 2.0)).clamp(self.min_depth, self.max_depth)
 
     def metrics(self, pred: Tensor, target: Tensor, valid: Tensor) -> dict[str, Tensor]:
@@ -186,11 +187,13 @@ class ColorizeTask(DenseTask):
     def target(self, batch: DenseBatch) -> Tensor:
         return batch.image
 
-    def encode(self, target: Tensor) -> Tensor:
-        return target * 2.0 - 1.0
+    def encode(self, target: Tensor, inputs: Tensor) -> Tensor:
+        """The colour's offset from the gray input, ``2 (rgb - gray)``: a network
+        output of 0 is the grayscale copy, so training starts at the trivial answer."""
+        return (target - inputs) * 2.0
 
-    def decode(self, net: Tensor) -> Tensor:
-        return ((net + 1.0) / 2.0).clamp(0, 1)
+    def decode(self, net: Tensor, inputs: Tensor) -> Tensor:
+        return (inputs + net / 2.0).clamp(0, 1)
 
     def metrics(self, pred: Tensor, target: Tensor, valid: Tensor) -> dict[str, Tensor]:
         return {

@@ -190,7 +190,7 @@ class OracleTask(_DenseTaskBase):
         x, batch = self._batch(step)
         target = self.task.target(batch)
         out = self.ddp(x, target)
-        rec = self.task.loss(out.recon, target, self.task.valid(batch))
+        rec = self.task.loss(out.recon, target, self.task.valid(batch), x)
         loss = rec + out.quant.aux_loss
         lr = self._optimise(step, loss)
         self._recent.append(code_counts(out.quant.indices.detach().cpu(), self.model.codebook_size))
@@ -202,7 +202,7 @@ class OracleTask(_DenseTaskBase):
 
         def predict(inputs: Tensor, batch: DenseBatch) -> tuple[Tensor, Tensor | None]:
             out = m(inputs, self.task.target(batch))
-            return self.task.decode(out.recon), out.quant.indices
+            return self.task.decode(out.recon, inputs), out.quant.indices
 
         metrics = self._evaluate(predict, m.codebook_size)
         # Usage on the (larger) training set too: the paper's codebook-usage number.
@@ -317,7 +317,7 @@ class DirectTask(_DenseTaskBase):
 
     def train_step(self, step: int) -> dict[str, float]:
         x, batch = self._batch(step)
-        loss = self.task.loss(self.ddp(x), self.task.target(batch), self.task.valid(batch))
+        loss = self.task.loss(self.ddp(x), self.task.target(batch), self.task.valid(batch), x)
         return {"loss": loss.item(), "lr": self._optimise(step, loss)}
 
     def evaluate(self, step: int) -> dict[str, float]:
