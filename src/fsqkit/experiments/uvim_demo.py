@@ -59,8 +59,8 @@ class UViMDemoConfig:
     out: str = "reports/uvim"
     tasks: tuple[str, ...] = ("depth", "colorize")
     quantizers: tuple[str, ...] = ("fsq", "vq", "vq_split")
-    oracle_steps: int = 120
-    stage2_steps: int = 120
+    oracle_steps: int = 100
+    stage2_steps: int = 100
     image_size: int = 32
     base_channels: int = 16
     direct_base_channels: int = 32
