@@ -21,16 +21,46 @@ def _kernel() -> build.CpuKernel | None:
     return build.get_cpu_kernel()
 
 
-def _expected_here() -> bool:
-    """Where the fast tanh must be on: an AVX-512 build with MKL's tanh."""
+def _candidate_here() -> bool:
+    """Where the fast tanh exists: an AVX-512 build with MKL's tanh."""
     k = _kernel()
     avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
     return k is not None and avx512 and k.tanh_name == "VMSTANH_64_"
 
 
+def _on_here() -> bool:
+    """Where it also passed the load-time check against this machine's vmsTanh
+    (MKL takes other code paths on other CPUs, e.g. Intel's, and rounds
+    differently there; the guard then leaves the fast tanh off)."""
+    return _candidate_here() and _kernel().fast_tanh_verified
+
+
 needs_fast_tanh = pytest.mark.skipif(
-    not _expected_here(), reason="fast tanh needs the AVX-512 kernel and MKL's tanh"
+    not _on_here(),
+    reason="fast tanh needs the AVX-512 kernel and MKL's tanh, and passes its load check "
+    "only where MKL rounds as on the CPUs it was calibrated on",
 )
+
+
+@pytest.mark.skipif(
+    not _candidate_here() or _on_here(), reason="only where the load check refused it"
+)
+def test_refusal_is_justified() -> None:
+    """Where the load check turned the fast tanh off, forcing it on really does
+    give other bits than torch.tanh on the check's own inputs (the refusal is
+    not a false alarm), and switched off the kernel's tanh is torch's again."""
+    k = _kernel()
+    g = torch.Generator().manual_seed(4321)
+    x = torch.cat([build._tanh_probe(), torch.rand(1 << 19, generator=g) * 20 - 10]).contiguous()
+    try:
+        assert build._switch_fast_tanh(k.lib, True)
+        forced = kernel_tanh(x)
+    finally:
+        build._switch_fast_tanh(k.lib, False)
+    ref = torch.tanh(x)
+    assert not torch.equal(forced.view(torch.int32), ref.view(torch.int32))
+    assert not k.fast_tanh
+    assert_same_bits(kernel_tanh(x), ref)
 
 
 def kernel_tanh(x: torch.Tensor) -> torch.Tensor:

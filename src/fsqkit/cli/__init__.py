@@ -46,11 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (defaults to ``sys.argv[1:]``); returns the exit code."""
+    from fsqkit.cli.stopped import report_stop
+    from fsqkit.training.errors import CheckpointWriteError, TrainingStopped
+
+    argv = list(argv) if argv is not None else sys.argv[1:]
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, TypeError, FileNotFoundError) as err:
+    except TrainingStopped as err:  # interrupted (130/143), diverged, checkpoint write failed
+        return report_stop(err, args.command, argv, resumable=hasattr(args, "resume"))
+    except (CLIError, ValueError, TypeError, FileNotFoundError, CheckpointWriteError) as err:
         # User-facing errors: a clear message, no traceback (FSQKIT_DEBUG=1 re-raises).
         if os.environ.get("FSQKIT_DEBUG"):
             raise

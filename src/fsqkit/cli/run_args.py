@@ -1,6 +1,7 @@
 """Run-directory flags shared by the training commands (``--resume``,
-``--eval-every``, ``--ckpt-every``, ``--log-every``, ``--device``,
-``--no-progress``) and the :class:`~fsqkit.training.TrainerConfig` they give."""
+``--eval-every``, ``--ckpt-every``, ``--ckpt-minutes``, ``--keep-checkpoints``,
+``--log-every``, ``--device``, ``--no-progress``) and the
+:class:`~fsqkit.training.TrainerConfig` they give."""
 
 from __future__ import annotations
 
@@ -10,12 +11,24 @@ import argparse
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """Add the "run" argument group (``--out`` is added by the command itself)."""
     r = p.add_argument_group("run")
-    r.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
+    r.add_argument(
+        "--resume", action="store_true", help="continue from OUT's newest intact checkpoint"
+    )
     r.add_argument(
         "--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)"
     )
     r.add_argument(
-        "--ckpt-every", type=int, default=0, help="checkpoint every N steps (0: at the end)"
+        "--ckpt-every", type=int, default=0, help="also checkpoint every N steps (0: off)"
+    )
+    r.add_argument(
+        "--ckpt-minutes",
+        type=float,
+        default=10.0,
+        help="checkpoint every M minutes of wall time (default 10; 0: off); always at the "
+        "end and on SIGINT/SIGTERM",
+    )
+    r.add_argument(
+        "--keep-checkpoints", type=int, default=3, help="checkpoints kept on disk (default 3)"
     )
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
@@ -31,6 +44,8 @@ def trainer_config_from_args(args: argparse.Namespace):
         steps=args.steps,
         eval_every=args.eval_every,
         ckpt_every=args.ckpt_every,
+        ckpt_minutes=args.ckpt_minutes,
+        keep_checkpoints=args.keep_checkpoints,
         log_every=args.log_every,
         resume=args.resume,
         progress=not args.no_progress,

@@ -316,7 +316,8 @@ def train_maskgit(
 
 def load_maskgit(path: str, map_location: str = "cpu") -> tuple[MaskGITTransformer, dict[str, Any]]:
     """Load a MaskGIT model (eval mode) and its checkpoint config from a run or
-    checkpoint directory."""
+    checkpoint directory (checksums verified: a damaged file raises
+    ``CheckpointCorrupt``, a ``ValueError``, naming it)."""
     ckpt = load_checkpoint(path, weights_only=True, map_location=map_location)
     if "maskgit" not in ckpt.config or "maskgit" not in ckpt.weights:
         raise ValueError(f"{ckpt.path} is not a MaskGIT checkpoint (no 'maskgit' entry)")

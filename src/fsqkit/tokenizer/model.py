@@ -117,7 +117,8 @@ class Tokenizer(nn.Module):
     @classmethod
     def load(cls, path: str, map_location: str = "cpu") -> Tokenizer:
         """Load from a run directory, a checkpoint directory or :meth:`save`'s output.
-        Returns the model in eval mode."""
+        Returns the model in eval mode. The checkpoint's checksums are verified:
+        a damaged file raises ``CheckpointCorrupt`` (a ``ValueError``) naming it."""
         from fsqkit.training.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path, weights_only=True, map_location=map_location)

@@ -2,8 +2,10 @@
 
 - :class:`Trainer` / :class:`TrainerConfig` / :class:`TrainTask`: the one
   training loop (resume, checkpoints, eval, JSONL metrics, progress bar).
-- :func:`save_checkpoint` / :func:`load_checkpoint`: atomic safetensors + JSON
-  + optimizer/RNG checkpoints.
+- :func:`save_checkpoint` / :func:`load_checkpoint`: atomic, checksummed
+  safetensors + JSON + optimizer/RNG checkpoints.
+- :mod:`fsqkit.training.errors`: how a run stops early (SIGINT/SIGTERM,
+  divergence, a failed write) and how a checkpoint fails (corrupt, unwritable).
 - :class:`StepSampler`: seeded per-step batches (exact resume, DDP slices).
 - :func:`setup_distributed`, :func:`wrap_ddp`, :func:`unwrap`: ``torchrun`` support.
 - :class:`MetricsLogger`, :func:`read_metrics`: metrics JSON lines.
@@ -28,6 +30,14 @@ from fsqkit.training.distributed import (
     unwrap,
     wrap_ddp,
 )
+from fsqkit.training.errors import (
+    CheckpointCorrupt,
+    CheckpointSaveFailed,
+    CheckpointWriteError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainingStopped,
+)
 from fsqkit.training.metrics_log import MetricsLogger, read_metrics
 from fsqkit.training.rng import get_rng_state, seed_everything, set_rng_state
 from fsqkit.training.sampler import StepSampler
@@ -35,12 +45,18 @@ from fsqkit.training.trainer import Trainer, TrainerConfig, TrainTask
 
 __all__ = [
     "Checkpoint",
+    "CheckpointCorrupt",
+    "CheckpointSaveFailed",
+    "CheckpointWriteError",
     "DistInfo",
     "MetricsLogger",
     "StepSampler",
     "TrainTask",
     "Trainer",
     "TrainerConfig",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "TrainingStopped",
     "all_reduce_mean",
     "atomic_write_text",
     "barrier",

@@ -6,6 +6,7 @@ Layout of a run directory::
                                                       # keys "<module>.<param>"
     RUN/checkpoints/step-000100/config.json           # user config + step + module list
     RUN/checkpoints/step-000100/state.pt              # optimizers, RNG states, extras
+    RUN/checkpoints/step-000100/manifest.json         # size + SHA-256 of the three files
     RUN/checkpoints/latest                            # text: "step-000100"
 
 Writing is crash-safe at every instant: a checkpoint is written into a hidden
@@ -14,6 +15,12 @@ with ``os.replace``, and only then is ``latest`` replaced (again write-temp +
 ``os.replace``). A kill at any moment therefore leaves ``latest`` pointing at a
 complete checkpoint; leftovers of an interrupted write are ignored and cleaned
 up by the next save.
+
+Loading verifies the checksums: a damaged or incomplete checkpoint raises
+:class:`~fsqkit.training.errors.CheckpointCorrupt` naming the file, and
+:func:`~fsqkit.training.checkpoint_dirs.find_intact` finds the newest intact
+one to resume from. A failed write (disk full, permission denied) raises
+:class:`~fsqkit.training.errors.CheckpointWriteError` and changes nothing.
 """
 
 from __future__ import annotations
@@ -26,14 +33,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-FORMAT = "fsqkit-checkpoint-v1"
-WEIGHTS = "weights.safetensors"
-CONFIG = "config.json"
-STATE = "state.pt"
-LATEST = "latest"
+from fsqkit.training.checkpoint_dirs import (
+    CONFIG,
+    FORMAT,
+    LATEST,
+    LEGACY_FORMAT,
+    STATE,
+    WEIGHTS,
+    checkpoint_problem,
+    checkpoints_dir,
+    find_intact,
+    prune,
+    read_latest,
+    step_name,
+)
+from fsqkit.training.errors import CheckpointCorrupt, CheckpointWriteError
+from fsqkit.training.integrity import write_manifest
+
+__all__ = [
+    "Checkpoint",
+    "atomic_write_text",
+    "checkpoints_dir",
+    "has_checkpoint",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "step_name",
+]
 
 
 @dataclass
@@ -90,14 +120,6 @@ def atomic_write_text(path: str, text: str) -> None:
     _fsync_dir(d)
 
 
-def checkpoints_dir(run_dir: str) -> str:
-    return os.path.join(run_dir, "checkpoints")
-
-
-def step_name(step: int) -> str:
-    return f"step-{step:06d}"
-
-
 def _flatten_weights(modules: dict[str, nn.Module]) -> dict[str, Tensor]:
     flat: dict[str, Tensor] = {}
     for name, module in modules.items():
@@ -123,63 +145,82 @@ def save_checkpoint(
     at it; keep the ``keep`` newest checkpoints. Returns the checkpoint directory.
 
     ``modules`` are unwrapped modules (not DDP). ``config`` must be JSON-serialisable.
+
+    Raises:
+        CheckpointWriteError: the write failed (disk full, permission denied, ...);
+            the previous checkpoint and ``latest`` are left as they were.
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     root = checkpoints_dir(run_dir)
-    os.makedirs(root, exist_ok=True)
     final = os.path.join(root, step_name(step))
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{step_name(step)}-", dir=root)
+    previous = read_latest(root) if os.path.isdir(root) else None
+    tmp = None
     try:
-        save_file(
-            _flatten_weights(modules), os.path.join(tmp, WEIGHTS), metadata={"format": FORMAT}
+        os.makedirs(root, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{step_name(step)}-", dir=root)
+        _write_files(tmp, step, modules, config, optimizers, rng, extra)
+        _move_into_place(tmp, final, root)
+        atomic_write_text(os.path.join(root, LATEST), step_name(step) + "\n")
+    except OSError as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        kept = (
+            f"the previous checkpoint {os.path.join(root, previous)} is unchanged"
+            if previous
+            else "no earlier checkpoint exists"
         )
-        meta = {"format": FORMAT, "step": step, "modules": sorted(modules), "config": config}
-        with open(os.path.join(tmp, CONFIG), "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-        state = {
-            "step": step,
-            "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
-            "rng": rng or {},
-            "extra": extra or {},
-        }
-        torch.save(state, os.path.join(tmp, STATE))
-        for name in (WEIGHTS, CONFIG, STATE):
-            _fsync_file(os.path.join(tmp, name))
-        _fsync_dir(tmp)
-        if os.path.exists(final):
-            # Re-saving a step (e.g. after a resume): move the old copy aside first;
-            # `latest` may still name it, so it is only deleted after `latest` moves.
-            trash = tempfile.mkdtemp(prefix=".trash-", dir=root)
-            os.replace(final, os.path.join(trash, "old"))
-        os.replace(tmp, final)
-        _fsync_dir(root)
+        raise CheckpointWriteError(f"could not write checkpoint {final}: {err}; {kept}") from err
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_text(os.path.join(root, LATEST), step_name(step) + "\n")
-    _prune(root, keep)
+    prune(root, keep, just_written=step_name(step))
     return final
 
 
-def _prune(root: str, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints and leftovers of crashed writes."""
-    latest = _read_latest(root)
-    steps = sorted(d for d in os.listdir(root) if d.startswith("step-"))
-    for d in steps[:-keep]:
-        if d != latest:
-            shutil.rmtree(os.path.join(root, d), ignore_errors=True)
-    for d in os.listdir(root):
-        if d.startswith((".tmp-", ".trash-")) and os.path.isdir(os.path.join(root, d)):
-            shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+def _write_files(
+    tmp: str,
+    step: int,
+    modules: dict[str, nn.Module],
+    config: dict[str, Any],
+    optimizers: dict[str, torch.optim.Optimizer] | None,
+    rng: dict[str, Any] | None,
+    extra: dict[str, Any] | None,
+) -> None:
+    """Weights, config, state and (last) the manifest into ``tmp``, all fsynced."""
+    save_file(_flatten_weights(modules), os.path.join(tmp, WEIGHTS), metadata={"format": FORMAT})
+    meta = {"format": FORMAT, "step": step, "modules": sorted(modules), "config": config}
+    with open(os.path.join(tmp, CONFIG), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+    state = {
+        "step": step,
+        "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
+        "rng": rng or {},
+        "extra": extra or {},
+    }
+    torch.save(state, os.path.join(tmp, STATE))
+    for name in (WEIGHTS, CONFIG, STATE):
+        _fsync_file(os.path.join(tmp, name))
+    write_manifest(tmp, (WEIGHTS, CONFIG, STATE))
+    _fsync_dir(tmp)
 
 
-def _read_latest(root: str) -> str | None:
-    p = os.path.join(root, LATEST)
-    if not os.path.isfile(p):
-        return None
-    with open(p) as f:
-        return f.read().strip() or None
+def _move_into_place(tmp: str, final: str, root: str) -> None:
+    """Rename ``tmp`` to ``final``. Re-saving a step (e.g. after a resume) moves the
+    old copy aside first (``latest`` may still name it, so it is only deleted by
+    the prune after ``latest`` moves) and back if the rename fails."""
+    old = None
+    if os.path.exists(final):
+        old = os.path.join(tempfile.mkdtemp(prefix=".trash-", dir=root), "old")
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    _fsync_dir(root)
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -190,7 +231,7 @@ def resolve_checkpoint(path: str) -> str:
     if os.path.isfile(os.path.join(path, WEIGHTS)):
         return path
     for root in (checkpoints_dir(path), path):
-        name = _read_latest(root) if os.path.isdir(root) else None
+        name = read_latest(root) if os.path.isdir(root) else None
         if name is not None:
             ckpt = os.path.join(root, name)
             if not os.path.isfile(os.path.join(ckpt, WEIGHTS)):
@@ -202,27 +243,57 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def has_checkpoint(run_dir: str) -> bool:
-    return _read_latest(checkpoints_dir(run_dir)) is not None
+    return read_latest(checkpoints_dir(run_dir)) is not None
 
 
 def load_checkpoint(
-    path: str, *, weights_only: bool = False, map_location: str = "cpu"
+    path: str, *, weights_only: bool = False, map_location: str = "cpu", verify: bool = True
 ) -> Checkpoint:
     """Load the checkpoint at ``path`` (see :func:`resolve_checkpoint`). With
-    ``weights_only=True`` the optimizer/RNG state file is not read."""
+    ``weights_only=True`` the optimizer/RNG state file is not read.
+
+    Raises:
+        CheckpointCorrupt: a file fails its checksum (``verify``), is missing or
+            does not parse; the message names the file.
+    """
     ckpt = resolve_checkpoint(path)
-    with open(os.path.join(ckpt, CONFIG)) as f:
-        meta = json.load(f)
-    if meta.get("format") != FORMAT:
+    problem = checkpoint_problem(ckpt) if verify else None
+    if problem is not None:
+        older, _ = find_intact(os.path.dirname(os.path.abspath(ckpt)))
+        hint = f"; the newest intact one is {older}" if older else ""
+        raise CheckpointCorrupt(f"corrupt checkpoint: {problem}{hint}")
+    meta = _read(ckpt, CONFIG, _read_json)
+    if meta.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise ValueError(
             f"{ckpt}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}"
         )
-    flat = load_file(os.path.join(ckpt, WEIGHTS), device=map_location)
+    flat = _read(ckpt, WEIGHTS, lambda p: load_file(p, device=map_location))
     weights: dict[str, dict[str, Tensor]] = {m: {} for m in meta["modules"]}
     for key, t in flat.items():
         module, _, param = key.partition(".")
         weights[module][param] = t
     state: dict[str, Any] = {}
     if not weights_only:
-        state = torch.load(os.path.join(ckpt, STATE), map_location=map_location, weights_only=True)
+        state = _read(
+            ckpt, STATE, lambda p: torch.load(p, map_location=map_location, weights_only=True)
+        )
     return Checkpoint(ckpt, int(meta["step"]), meta["config"], weights, state)
+
+
+def _read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _read(ckpt: str, name: str, reader: Any) -> Any:
+    """``reader(path)`` for file ``name`` of ``ckpt``; a missing or unparsable
+    file raises :class:`CheckpointCorrupt` naming it."""
+    path = os.path.join(ckpt, name)
+    try:
+        return reader(path)
+    except (OSError, ValueError, RuntimeError, SafetensorError, EOFError) as err:
+        # SafetensorError: bad header; RuntimeError/EOFError: torch.load of a torn zip.
+        why = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointCorrupt(
+            f"corrupt checkpoint: {path} cannot be read ({type(err).__name__}: {why})"
+        ) from err

@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fsqkit.training.errors import TrainingStopped
+
 log = logging.getLogger(__name__)
 
 _CPU = torch.device("cpu")
@@ -126,11 +128,16 @@ def _check_in(store: dist.Store, key: str, world: int, timeout_s: float) -> None
 @contextmanager
 def distributed_session(device: str | None = None) -> Iterator[DistInfo]:
     """``with distributed_session("cpu") as info:`` sets up like
-    :func:`setup_distributed` and tears down with :func:`cleanup_distributed`
-    (synchronised on success, without collectives when an exception leaves)."""
+    :func:`setup_distributed` and tears down with :func:`cleanup_distributed`:
+    synchronised on success and when the trainer stopped every rank at the same
+    step (:class:`~fsqkit.training.errors.TrainingStopped`), without collectives
+    when any other exception leaves."""
     info = setup_distributed(device)
     try:
         yield info
+    except TrainingStopped:
+        cleanup_distributed()
+        raise
     except BaseException:
         cleanup_distributed(failed=True)
         raise
@@ -155,6 +162,16 @@ def unwrap(module: nn.Module) -> nn.Module:
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+def all_reduce_max(values: list[int], info: DistInfo) -> list[int]:
+    """Element-wise maximum of small integers over ranks (a collective: call on
+    every rank with the same length); e.g. flags every rank must agree on."""
+    if not info.distributed:
+        return values
+    t = torch.tensor(values, dtype=torch.int64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [int(v) for v in t.tolist()]
 
 
 def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:

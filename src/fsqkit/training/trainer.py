@@ -24,7 +24,9 @@ long as ``train_step`` draws its batch from a :class:`StepSampler`.
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,10 +34,19 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from fsqkit.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from fsqkit.training.distributed import DistInfo, barrier
+from fsqkit.training.checkpoint import load_checkpoint, save_checkpoint
+from fsqkit.training.checkpoint_dirs import checkpoints_dir, find_intact, step_name
+from fsqkit.training.distributed import DistInfo, all_reduce_max
+from fsqkit.training.errors import (
+    CheckpointCorrupt,
+    CheckpointSaveFailed,
+    CheckpointWriteError,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
 from fsqkit.training.metrics_log import MetricsLogger
 from fsqkit.training.rng import get_rng_state, set_rng_state
+from fsqkit.training.signals import StopSignals
 
 
 class TrainTask(Protocol):
@@ -60,10 +71,14 @@ class TrainerConfig:
         out_dir: run directory (checkpoints/, metrics.jsonl).
         steps: total number of optimisation steps (steps are numbered 1 … steps).
         eval_every: evaluate every N steps (0: only at the end).
-        ckpt_every: checkpoint every N steps (0: only at the end).
+        ckpt_every: checkpoint every N steps (0: off; see ``ckpt_minutes``).
+        ckpt_minutes: also checkpoint when this many minutes of wall time have
+            passed since the last checkpoint (0: off). A checkpoint is always
+            written at the end and when SIGINT / SIGTERM stops the run.
         log_every: write training metrics every N steps.
-        keep_checkpoints: number of checkpoints kept on disk.
-        resume: continue from ``out_dir``'s latest checkpoint if there is one.
+        keep_checkpoints: number of checkpoints kept on disk (the newest intact
+            one is never deleted).
+        resume: continue from ``out_dir``'s newest intact checkpoint if there is one.
         progress: show a tqdm progress bar (rank 0).
         stop_after: stop (with a checkpoint) after this step, as if interrupted;
             for tests and time-sliced jobs. ``None``: run to ``steps``.
@@ -73,8 +88,9 @@ class TrainerConfig:
     steps: int
     eval_every: int = 0
     ckpt_every: int = 0
+    ckpt_minutes: float = 10.0
     log_every: int = 10
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 3
     resume: bool = False
     progress: bool = True
     stop_after: int | None = None
@@ -83,13 +99,33 @@ class TrainerConfig:
         for name in ("steps", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "ckpt_every"):
-            if getattr(self, name) < 0:
+        for name in ("eval_every", "ckpt_every", "ckpt_minutes"):
+            if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
+def _non_finite(values: dict[str, Any]) -> list[str]:
+    return [k for k, v in values.items() if isinstance(v, (int, float)) and not math.isfinite(v)]
+
+
+@torch.no_grad()
+def _non_finite_weights(modules: dict[str, nn.Module]) -> list[str]:
+    return [
+        f"{name}.{key}"
+        for name, m in modules.items()
+        for key, p in m.named_parameters()
+        if not bool(torch.isfinite(p).all())
+    ]
+
+
 class Trainer:
-    """Runs a :class:`TrainTask` (see the module docstring)."""
+    """Runs a :class:`TrainTask` (see the module docstring).
+
+    ``fit()`` is safe to interrupt: SIGINT / SIGTERM finish the current step,
+    write a checkpoint and raise :class:`TrainingInterrupted` (on every rank at
+    the same step); a non-finite loss raises :class:`TrainingDiverged` without
+    saving; a failed checkpoint write raises :class:`CheckpointSaveFailed`.
+    """
 
     def __init__(self, task: TrainTask, cfg: TrainerConfig, dist_info: DistInfo | None = None):
         self.task = task
@@ -101,30 +137,57 @@ class Trainer:
         )
         self.logger = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"), self.dist.is_main)
         self.last_eval: dict[str, float] = {}
+        self._last_save = time.monotonic()
 
     # -------------------------------------------------------------- state
     def save(self) -> str:
-        """Checkpoint the current step (rank 0 writes; all ranks wait)."""
-        path = ""
+        """Checkpoint the current step (rank 0 writes; all ranks wait and agree
+        on the outcome). Refuses to save non-finite weights."""
+        path = os.path.join(checkpoints_dir(self.cfg.out_dir), step_name(self.step))
+        failure: CheckpointWriteError | None = None
+        bad: list[str] = []
         if self.dist.is_main:
-            path = save_checkpoint(
-                self.cfg.out_dir,
-                self.step,
-                self.task.modules(),
-                self.task.config(),
-                optimizers=self.task.optimizers(),
-                rng=get_rng_state(),
-                extra={"train_seconds": self.train_seconds, "last_eval": self.last_eval},
-                keep=self.cfg.keep_checkpoints,
-            )
-        barrier(self.dist)
+            bad = _non_finite_weights(self.task.modules())
+            if not bad:
+                try:
+                    save_checkpoint(
+                        self.cfg.out_dir,
+                        self.step,
+                        self.task.modules(),
+                        self.task.config(),
+                        optimizers=self.task.optimizers(),
+                        rng=get_rng_state(),
+                        extra={"train_seconds": self.train_seconds, "last_eval": self.last_eval},
+                        keep=self.cfg.keep_checkpoints,
+                    )
+                except CheckpointWriteError as err:
+                    failure = err
+        diverged, failed = all_reduce_max([int(bool(bad)), int(failure is not None)], self.dist)
+        if diverged:
+            what = f"weights ({', '.join(bad[:3])})" if bad else "weights"
+            raise TrainingDiverged(self._diverged_message(what), self.step)
+        if failed:
+            raise CheckpointSaveFailed(
+                str(failure or "rank 0 could not write a checkpoint"), self.step
+            ) from failure
+        self._last_save = time.monotonic()
         return path
 
     def restore(self) -> bool:
-        """Load the latest checkpoint of ``out_dir`` if there is one."""
-        if not has_checkpoint(self.cfg.out_dir):
+        """Load the newest intact checkpoint of ``out_dir`` if there is one,
+        skipping damaged newer ones with a warning each."""
+        found, skipped = find_intact(checkpoints_dir(self.cfg.out_dir))
+        if self.dist.is_main:
+            for path, problem in skipped:
+                print(f"warning: skipping checkpoint {path}: {problem}", file=sys.stderr)
+        if found is None:
+            if skipped:
+                raise CheckpointCorrupt(
+                    f"no intact checkpoint to resume from in {checkpoints_dir(self.cfg.out_dir)} "
+                    f"(all {len(skipped)} are damaged; see the warnings above)"
+                )
             return False
-        ckpt = load_checkpoint(self.cfg.out_dir, map_location=str(self.dist.device))
+        ckpt = load_checkpoint(found, map_location=str(self.dist.device), verify=False)
         current = json.loads(json.dumps(self.task.config()))  # tuples -> lists, as saved
         changed = sorted(k for k in current if k != "trainer" and ckpt.config.get(k) != current[k])
         if changed:
@@ -153,12 +216,40 @@ class Trainer:
         self.logger.truncate_after(self.step)
         return True
 
+    def _diverged_message(self, what: str, metrics: dict[str, Any] | None = None) -> str:
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in (metrics or {}).items() if k != "lr")
+        last = None
+        if self.dist.is_main:
+            last, _ = find_intact(checkpoints_dir(self.cfg.out_dir))
+        lr = (metrics or {}).get("lr")
+        return (
+            f"training diverged at step {self.step}: non-finite {what}"
+            + (f" ({terms})" if terms else "")
+            + (
+                f"; the last intact checkpoint is {last}, nothing was saved after it"
+                if last
+                else "; no checkpoint was saved"
+            )
+            + "; hint: lower --lr"
+            + (f" (now {lr:.3g})" if isinstance(lr, float) else "")
+            + " and train again in a new --out directory"
+        )
+
+    def _ckpt_due(self) -> bool:
+        minutes = self.cfg.ckpt_minutes
+        return minutes > 0 and time.monotonic() - self._last_save >= minutes * 60
+
     # --------------------------------------------------------------- loop
     def fit(self) -> dict[str, float]:
         """Train to ``cfg.steps`` (or ``stop_after``); returns the last evaluation."""
+        with StopSignals(announce=self.dist.is_main) as signals:
+            return self._fit(signals)
+
+    def _fit(self, signals: StopSignals) -> dict[str, float]:
         cfg = self.cfg
         if cfg.resume and self.restore() and self.dist.is_main and cfg.progress:
             print(f"resumed from step {self.step} in {cfg.out_dir}")
+        self._last_save = time.monotonic()
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
         bar = None
         if self.dist.is_main and cfg.progress and end > self.step:
@@ -171,6 +262,14 @@ class Trainer:
                 t0 = time.perf_counter()
                 metrics = self.task.train_step(self.step)
                 self.train_seconds += time.perf_counter() - t0
+                # One small collective per step: every rank stops, saves or gives up
+                # at the same step.
+                signum, due, diverged = all_reduce_max(
+                    [signals.received or 0, int(self._ckpt_due()), int(bool(_non_finite(metrics)))],
+                    self.dist,
+                )
+                if diverged:
+                    raise TrainingDiverged(self._diverged_message("loss", metrics), self.step)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self.logger.log({"step": self.step, "split": "train", **metrics})
                 if bar is not None:
@@ -190,8 +289,11 @@ class Trainer:
                             **self.last_eval,
                         }
                     )
-                if last or self.step == end or (cfg.ckpt_every and self.step % cfg.ckpt_every == 0):
-                    self.save()
+                periodic = cfg.ckpt_every and self.step % cfg.ckpt_every == 0
+                if last or self.step == end or periodic or due or signum:
+                    path = self.save()
+                    if signum and not last:
+                        raise TrainingInterrupted(signum, self.step, path)
         finally:
             if bar is not None:
                 bar.close()
