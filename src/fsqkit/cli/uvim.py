@@ -1,4 +1,5 @@
-"""``fsqkit uvim``: UViM-style dense prediction (depth, colorization) on FSQ/VQ tokens.
+"""``fsqkit uvim``: UViM-style dense prediction (depth, colorization, panoptic
+segmentation) on FSQ/VQ tokens.
 
 Subcommands: ``train-oracle`` (stage I), ``train`` (stage II on an oracle; the
 run is the full model), ``train-direct`` (the no-token baseline), ``predict``,
@@ -20,8 +21,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--data",
         default=None,
-        help="scenes, embedded, nyu:PATH or pairs:PATH "
-        "(default: scenes for depth, embedded for colorize)",
+        help="scenes, embedded, nyu:PATH, pairs:PATH or coco-panoptic:JSON,LABEL_DIR,IMAGE_DIR "
+        "(default: scenes for depth and panoptic, embedded for colorize)",
     )
     g.add_argument("--num-train", type=int, default=None, help="generated items (default 2048)")
     g.add_argument("--num-val", type=int, default=None, help="generated items (default 256)")
@@ -33,7 +34,13 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def _add_arch_args(p: argparse.ArgumentParser) -> None:
     a = p.add_argument_group("architecture")
-    a.add_argument("--task", default="depth", help="depth or colorize")
+    a.add_argument("--task", default="depth", help="depth, colorize or panoptic")
+    a.add_argument(
+        "--max-instances",
+        type=int,
+        default=None,
+        help="panoptic: most thing instances per image (default 4 for scenes, 16 otherwise)",
+    )
     a.add_argument("--image-size", type=int, default=32)
     a.add_argument("--base-channels", type=int, default=32)
     a.add_argument(
@@ -57,7 +64,7 @@ def _add_quantizer_args(p: argparse.ArgumentParser) -> None:
 def _train_config(args: argparse.Namespace, task: str):
     from fsqkit.uvim.train import UViMTrainConfig
 
-    data = args.data or ("scenes" if task == "depth" else "embedded")
+    data = args.data or ("embedded" if task == "colorize" else "scenes")
     return UViMTrainConfig(
         data=data,
         num_train=args.num_train,
@@ -66,6 +73,18 @@ def _train_config(args: argparse.Namespace, task: str):
         lr=args.lr,
         seed=args.seed,
     )
+
+
+def _task_options(args: argparse.Namespace) -> dict:
+    """Task options from the data source (a COCO JSON's classes) and ``--max-instances``."""
+    from fsqkit.uvim.data import dense_task_options
+
+    options = dense_task_options(args.data or "") if args.task == "panoptic" else {}
+    if args.max_instances is not None:
+        options["max_instances"] = args.max_instances
+    elif options:
+        options["max_instances"] = 16
+    return options
 
 
 def _oracle_config(args: argparse.Namespace):
@@ -80,6 +99,7 @@ def _oracle_config(args: argparse.Namespace):
     )
     return OracleConfig(
         task=args.task,
+        task_options=_task_options(args),
         quantizer=name,
         quantizer_kwargs={**kwargs, **extra},
         latent_channels=latent,
@@ -112,6 +132,7 @@ def run_train_direct(args: argparse.Namespace) -> int:
 
     model_cfg = OracleConfig(
         task=args.task,
+        task_options=_task_options(args),
         image_size=args.image_size,
         base_channels=args.base_channels,
         channel_mult=tuple(args.channel_mult),
@@ -185,7 +206,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     top = sub.add_parser(
         "uvim",
-        help="UViM-style dense prediction (depth, colorization) on FSQ/VQ tokens",
+        help="UViM-style dense prediction (depth, colorization, panoptic) on FSQ/VQ tokens",
         description="Stage I oracle (target autoencoder conditioned on the image, FSQ or VQ "
         "bottleneck), stage II (transformer predicting the tokens from the image), a direct "
         "baseline, prediction, evaluation and the demo.",
@@ -221,7 +242,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_args(p)
     p.set_defaults(func=run_train_direct)
 
-    p = s.add_parser("predict", help="predict depth / colours for image files")
+    p = s.add_parser("predict", help="predict depth / colours / panoptic maps for image files")
     p.add_argument("--model", required=True, help="a `train` or `train-direct` run")
     p.add_argument("--images", nargs="+", required=True, help="image files or folders")
     p.add_argument("--out", required=True, help="output folder (PNG + .npy per image)")

@@ -32,7 +32,9 @@ class OracleConfig:
     """Stage I: a conv autoencoder of the task's target, conditioned on the image.
 
     Attributes:
-        task: registered task name (``depth``, ``colorize``).
+        task: registered task name (``depth``, ``colorize``, ``panoptic``).
+        task_options: the task's options (:meth:`~fsqkit.uvim.tasks.DenseTask.with_options`;
+            e.g. a panoptic class table from a COCO-panoptic JSON); ``{}``: its defaults.
         quantizer / quantizer_kwargs: ``fsqkit.quantizers.build_quantizer`` name and
             arguments (``dim`` and ``channel_first`` are set by the model).
         latent_channels: channels of the bottleneck (the quantizer's ``dim``);
@@ -44,6 +46,7 @@ class OracleConfig:
     """
 
     task: str = "depth"
+    task_options: dict[str, Any] = field(default_factory=dict)
     quantizer: str = "fsq"
     quantizer_kwargs: dict[str, Any] = field(default_factory=lambda: {"levels": [7, 5, 5, 5, 5]})
     latent_channels: int | None = None
@@ -55,7 +58,7 @@ class OracleConfig:
     def __post_init__(self) -> None:
         from fsqkit.uvim.tasks import get_task
 
-        get_task(self.task)
+        get_task(self.task, self.task_options)
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         if self.factor not in ALLOWED_FACTORS:
             raise ValueError(

@@ -1,4 +1,5 @@
-"""Dense data sources for UViM: ``scenes``, ``embedded``, ``nyu:PATH``, ``pairs:PATH``.
+"""Dense data sources for UViM: ``scenes``, ``embedded``, ``nyu:PATH``, ``pairs:PATH``,
+``coco-panoptic:JSON,LABEL_DIR,IMAGE_DIR``.
 
 Dimension legend: ``N`` items, ``H = W = image_size``.
 
@@ -8,31 +9,45 @@ Dimension legend: ``N`` items, ``H = W = image_size``.
   images only (colorization).
 - ``nyu:PATH``: NYU Depth v2's labelled ``.mat``; ``pairs:PATH``: a folder of
   ``images/`` + 16-bit ``depth/`` PNGs. Both hold out a seeded 10% for ``val``.
+- ``coco-panoptic:JSON,LABEL_DIR,IMAGE_DIR``: a COCO-panoptic-format data set
+  (:func:`fsqkit.data.coco_panoptic.load_coco_panoptic`): images, semantic and
+  instance maps and the JSON's class table (``categories``); crowd regions are
+  void. A seeded 10% is held out for ``val``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from fsqkit.data.panoptic import PanopticCategories
 from fsqkit.uvim.tasks import DenseBatch
 
-DENSE_DATA_SPECS = ("scenes", "embedded", "nyu:PATH", "pairs:PATH")
+DENSE_DATA_SPECS = (
+    "scenes",
+    "embedded",
+    "nyu:PATH",
+    "pairs:PATH",
+    "coco-panoptic:JSON,LABEL_DIR,IMAGE_DIR",
+)
 DEFAULT_COUNTS = {"train": 2048, "val": 256}
 
 
 @dataclass
 class DenseDataset:
     """Images ``(N, 3, H, W)`` uint8 and optional ``depth (N, 1, H, W)`` float32
-    metres, ``semantic`` / ``instance`` ``(N, H, W)`` int64."""
+    metres, ``semantic`` / ``instance`` ``(N, H, W)`` int64; ``categories``: the
+    panoptic class table of data with their own (COCO panoptic), else ``None``."""
 
     images: Tensor
     depth: Tensor | None = None
     semantic: Tensor | None = None
     instance: Tensor | None = None
     name: str = ""
+    categories: PanopticCategories | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -105,4 +120,33 @@ def build_dense_dataset(
         images, depth = loader(path, image_size)
         idx = _held_out(images.shape[0], split, seed)
         return DenseDataset(images[idx], depth[idx], name=name)
+    if kind == "coco-panoptic":
+        from fsqkit.data.coco_panoptic import load_coco_panoptic
+
+        ds = load_coco_panoptic(*_coco_paths(spec), image_size=image_size)
+        idx = _held_out(len(ds), split, seed)
+        return DenseDataset(
+            ds.images[idx], None, ds.semantic[idx], ds.instance[idx], name, ds.categories
+        )
     raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(DENSE_DATA_SPECS)}")
+
+
+def _coco_paths(spec: str) -> tuple[str, str, str]:
+    parts = spec.partition(":")[2].split(",")
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(
+            f"data spec {spec!r} needs three comma-separated paths, e.g. "
+            f"'coco-panoptic:panoptic_val2017.json,panoptic_val2017,val2017'"
+        )
+    return parts[0], parts[1], parts[2]
+
+
+def dense_task_options(spec: str) -> dict[str, Any]:
+    """Task options a data source implies: for ``coco-panoptic:...`` its JSON's
+    class table (``{"categories": ...}``, read from the JSON only); else ``{}``."""
+    if spec.partition(":")[0] != "coco-panoptic":
+        return {}
+    from fsqkit.data.coco_panoptic import read_coco_categories
+    from fsqkit.uvim.panoptic_task import categories_to_options
+
+    return {"categories": categories_to_options(read_coco_categories(_coco_paths(spec)[0]))}

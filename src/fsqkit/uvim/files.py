@@ -4,7 +4,9 @@ predictions as images (PNG) and arrays (``.npy``).
 Depth is written as a 16-bit PNG in millimetres (``NAME_depth.png``, the
 format ``pairs:PATH`` reads) plus ``NAME_depth.npy`` (float32 metres ``(H, W)``);
 colours as ``NAME_colorize.png`` plus ``NAME_colorize.npy`` (float32
-``(H, W, 3)`` in ``[0, 1]``).
+``(H, W, 3)`` in ``[0, 1]``); panoptic maps as ``NAME_panoptic.png`` (a colour
+per class, shaded per instance) plus ``NAME_panoptic.npy`` (int32 ``(H, W, 2)``:
+semantic class, instance id).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def predict_files(
             np.save(stem + ".npy", depth)
             mm = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
             Image.fromarray(mm).save(stem + ".png")
+        elif task.name == "panoptic":
+            np.save(stem + ".npy", p.permute(1, 2, 0).numpy().astype(np.int32))
+            save_image(task.to_rgb(p[None])[0], stem + ".png")
         else:
             np.save(stem + ".npy", task.to_rgb(p[None])[0].permute(1, 2, 0).numpy())
             save_image(task.to_rgb(p[None])[0], stem + ".png")

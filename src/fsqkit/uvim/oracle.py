@@ -50,7 +50,7 @@ class Oracle(nn.Module):
     def __init__(self, cfg: OracleConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.task: DenseTask = get_task(cfg.task)
+        self.task: DenseTask = get_task(cfg.task, cfg.task_options)
         widths = [cfg.base_channels * m for m in cfg.channel_mult]
         c, d, g = self.task.target_channels, int(cfg.latent_channels or 0), cfg.norm_groups
         for reserved in ("dim", "channel_first"):
@@ -106,7 +106,7 @@ class DirectModel(nn.Module):
     def __init__(self, cfg: OracleConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.task: DenseTask = get_task(cfg.task)
+        self.task: DenseTask = get_task(cfg.task, cfg.task_options)
         widths = [cfg.base_channels * m for m in cfg.channel_mult]
         self.context = ContextEncoder(widths, cfg.norm_groups)
         self.decoder = TargetDecoder(self.task.target_channels, 0, widths, cfg.norm_groups)

@@ -8,13 +8,14 @@ A :class:`DenseBatch` carries everything a data source knows about a batch
 the model input (``(B, 3, H, W)`` in ``[0, 1]``), the target in its own units
 (``(B, C, H, W)``: metres, colours in ``[0, 1]``) and a validity mask, maps
 targets to and from the ``[-1, 1]`` scale the networks work in, and scores
-predictions. New tasks (panoptic) subclass :class:`DenseTask` and call
-:func:`register_task`.
+predictions. New tasks subclass :class:`DenseTask` and call :func:`register_task`;
+panoptic segmentation is in :mod:`fsqkit.uvim.panoptic_task`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,11 +52,22 @@ class DenseTask:
     lower_is_better: bool = True
     needs: tuple[str, ...] = ()
 
+    def with_options(self, options: dict[str, Any]) -> DenseTask:
+        """This task configured by ``options`` (saved in the model config as
+        ``task_options``, e.g. a panoptic class table); the base takes none."""
+        if options:
+            raise ValueError(f"task {self.name!r} takes no options, got {sorted(options)}")
+        return self
+
     def check_batch(self, batch: DenseBatch, source: str = "the data") -> None:
         """Raise ``ValueError`` if ``batch`` lacks a field this task needs."""
         for f in self.needs:
             if getattr(batch, f) is None:
                 raise ValueError(f"task {self.name!r} needs {f} maps, which {source} has none of")
+
+    def check_categories(self, categories: Any, source: str) -> None:
+        """Raise ``ValueError`` if the class table of a data source (``None``: it
+        has none) does not fit this task; the base ignores it."""
 
     def inputs(self, batch: DenseBatch) -> Tensor:
         """Model input ``(B, 3, H, W)`` in ``[0, 1]`` (default: the image)."""
@@ -181,6 +193,10 @@ class ColorizeTask(DenseTask):
     lower_is_better = True
     needs = ()
 
+    def check_categories(self, categories: Any, source: str) -> None:
+        """Raise ``ValueError`` if the class table of a data source (``None``: it
+        has none) does not fit this task; the base ignores it."""
+
     def inputs(self, batch: DenseBatch) -> Tensor:
         return grayscale(batch.image)
 
@@ -233,12 +249,17 @@ def available_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-def get_task(name: str) -> DenseTask:
-    """The registered task ``name``; ``ValueError`` naming the known ones otherwise."""
+def get_task(name: str, options: dict[str, Any] | None = None) -> DenseTask:
+    """The registered task ``name`` (configured by ``options``, see
+    :meth:`DenseTask.with_options`); ``ValueError`` naming the known ones otherwise."""
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; available: {', '.join(available_tasks())}")
-    return _TASKS[name]
+    return _TASKS[name].with_options(options) if options else _TASKS[name]
 
 
 register_task(DepthTask())
 register_task(ColorizeTask())
+
+from fsqkit.uvim.panoptic_task import scenes_panoptic_task  # noqa: E402 (it subclasses DenseTask)
+
+register_task(scenes_panoptic_task())

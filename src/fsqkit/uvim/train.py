@@ -34,7 +34,7 @@ from fsqkit.uvim.evaluate import PredictFn, evaluate_dense, save_prediction_grid
 from fsqkit.uvim.model import UViM, load_oracle
 from fsqkit.uvim.oracle import DirectModel, Oracle
 from fsqkit.uvim.stage2 import TokenPredictor
-from fsqkit.uvim.tasks import DenseBatch, get_task
+from fsqkit.uvim.tasks import DenseBatch, DenseTask, get_task
 
 USAGE_WINDOW = 20
 
@@ -73,14 +73,16 @@ class UViMTrainConfig:
 
 
 def load_data(
-    cfg: UViMTrainConfig, task_name: str, image_size: int
+    cfg: UViMTrainConfig, task: DenseTask | str, image_size: int
 ) -> tuple[DenseDataset, DenseDataset]:
-    """Train and val datasets, checked against the task (e.g. depth needs depth maps)."""
-    task = get_task(task_name)
+    """Train and val datasets, checked against the task (a task or a registered
+    name; e.g. depth needs depth maps)."""
+    task = get_task(task) if isinstance(task, str) else task
     out = []
     for split, n in (("train", cfg.num_train), ("val", cfg.num_val)):
         ds = build_dense_dataset(cfg.data, split, image_size=image_size, num=n, seed=cfg.seed)
         task.check_batch(ds.batch(slice(0, 1)), f"data {cfg.data!r}")
+        task.check_categories(ds.categories, f"data {cfg.data!r}")
         out.append(ds)
     return out[0], out[1]
 
@@ -93,19 +95,19 @@ class _DenseTaskBase:
 
     def __init__(
         self,
-        task_name: str,
-        image_size: int,
+        model_cfg: OracleConfig,
         cfg: UViMTrainConfig,
         total_steps: int,
         out_dir: str,
         dist_info: DistInfo | None,
     ) -> None:
         self.cfg = cfg
-        self.task = get_task(task_name)
+        self.task = get_task(model_cfg.task, model_cfg.task_options)
+        image_size = model_cfg.image_size
         self.total_steps = total_steps
         self.out_dir = out_dir
         self.dist = dist_info or DistInfo()
-        self.train_data, self.val_data = load_data(cfg, task_name, image_size)
+        self.train_data, self.val_data = load_data(cfg, self.task, image_size)
         self.sampler = StepSampler(
             len(self.train_data), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size
         )
@@ -175,7 +177,7 @@ class OracleTask(_DenseTaskBase):
         out_dir: str,
         dist_info: DistInfo | None = None,
     ) -> None:
-        super().__init__(model_cfg.task, model_cfg.image_size, cfg, total_steps, out_dir, dist_info)
+        super().__init__(model_cfg, cfg, total_steps, out_dir, dist_info)
         self.model_cfg = model_cfg
         self._recent: deque[Tensor] = deque(maxlen=USAGE_WINDOW)
         self._set_model(Oracle, model_cfg)
@@ -246,7 +248,7 @@ class Stage2Task(_DenseTaskBase):
         self.oracle = load_oracle(oracle_path, map_location=str(dev))
         self.oracle.requires_grad_(False)
         ocfg = self.oracle.cfg
-        super().__init__(ocfg.task, ocfg.image_size, cfg, total_steps, out_dir, dist_info)
+        super().__init__(ocfg, cfg, total_steps, out_dir, dist_info)
         self.oracle_path = oracle_path
         self.s2_cfg = Stage2Config.from_oracle(ocfg, self.oracle.codebook_size, **stage2_kwargs)
         self.train_tokens = encode_tokens(self.oracle, self.train_data, cfg.eval_batch_size)
@@ -300,9 +302,7 @@ class DirectTask(_DenseTaskBase):
         out_dir: str,
         dist_info: DistInfo | None = None,
     ) -> None:
-        _DenseTaskBase.__init__(
-            self, model_cfg.task, model_cfg.image_size, cfg, total_steps, out_dir, dist_info
-        )
+        _DenseTaskBase.__init__(self, model_cfg, cfg, total_steps, out_dir, dist_info)
         self.model_cfg = model_cfg
         self._set_model(DirectModel, model_cfg)
 
