@@ -262,3 +262,4 @@ def test_uvim_demo_quick(tmp_path):
     models = [(r["task"], r["model"]) for r in table["rows"]]
     assert ("depth", "UViM fsq") in models and ("colorize", "UViM vq_split") in models
     assert ("depth", "direct (no tokens)") in models
+    assert ("panoptic", "UViM fsq") in models and "predictions_panoptic.png" in files

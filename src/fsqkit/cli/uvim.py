@@ -197,7 +197,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
     preset = "quick" if args.quick else "default"
     cfg = uvim_demo_config(
-        preset, out=args.out, steps=args.steps, seed=args.seed, progress=not args.no_progress
+        preset,
+        out=args.out,
+        steps=args.steps,
+        seed=args.seed,
+        progress=not args.no_progress,
+        tasks=tuple(args.tasks.split(",")) if args.tasks else None,
     )
     run_uvim_demo(cfg)
     return 0
@@ -256,9 +261,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="default: the run's seed")
     p.set_defaults(func=run_eval)
 
-    p = s.add_parser("demo", help="FSQ vs VQ (with/without splitting) on depth and colorization")
+    p = s.add_parser(
+        "demo", help="FSQ vs VQ (with/without splitting) on depth, colorization and panoptic"
+    )
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every run")
+    p.add_argument(
+        "--tasks", default=None, help="comma-separated subset (default depth,colorize,panoptic)"
+    )
     p.add_argument("--out", default="reports/uvim", help="report folder (default reports/uvim)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")

@@ -1,7 +1,7 @@
 """``fsqkit uvim demo``: UViM-style dense prediction with FSQ vs VQ tokens.
 
-For each task (depth on the procedural ``scenes``, colorization of the
-``embedded`` photographs) and each quantizer (FSQ ``[7, 5, 5, 5, 5]``; VQ with
+For each task (depth and panoptic segmentation on the procedural ``scenes``,
+colorization of the ``embedded`` photographs) and each quantizer (FSQ ``[7, 5, 5, 5, 5]``; VQ with
 4096 codes, without and with UViM's code splitting) it trains a stage-I oracle
 and a stage-II token predictor, plus one direct regression baseline with the
 same context encoder and decoder and the budget of oracle + stage II. Prints
@@ -33,8 +33,13 @@ from fsqkit.uvim.evaluate import evaluate_dense, train_target_mean, trivial_pred
 from fsqkit.uvim.presets import quantizer_spec
 from fsqkit.uvim.train import load_data
 
-DEMO_DATA = {"depth": "scenes", "colorize": "embedded"}
-SECONDARY = {"depth": ("absrel", "delta1"), "colorize": ("psnr", "colorfulness")}
+DEMO_DATA = {"depth": "scenes", "colorize": "embedded", "panoptic": "scenes"}
+SECONDARY = {
+    "depth": ("absrel", "delta1"),
+    "colorize": ("psnr", "colorfulness"),
+    "panoptic": ("pq_things", "pq_stuff"),
+}
+TRIVIAL = {"depth": "mean depth", "colorize": "grayscale copy", "panoptic": "all ground"}
 
 
 @dataclass
@@ -57,7 +62,7 @@ class UViMDemoConfig:
     """
 
     out: str = "reports/uvim"
-    tasks: tuple[str, ...] = ("depth", "colorize")
+    tasks: tuple[str, ...] = ("depth", "colorize", "panoptic")
     quantizers: tuple[str, ...] = ("fsq", "vq", "vq_split")
     oracle_steps: int = 100
     stage2_steps: int = 100
@@ -123,7 +128,7 @@ def run_task(cfg: UViMDemoConfig, task_name: str, report: Report) -> list[dict[s
                   channel_mult=cfg.channel_mult)  # fmt: skip
     rows: list[dict[str, Any]] = []
     trivial = evaluate_dense(task, trivial_predictor(task, train_target_mean(task, train)), val)
-    name = "mean depth" if task_name == "depth" else "grayscale copy"
+    name = TRIVIAL[task_name]
     rows.append({"task": task_name, "model": f"trivial ({name})", "full": trivial.get(metric),
                  **{k: trivial.get(k) for k in SECONDARY[task_name]}})  # fmt: skip
     grid_batch = val.batch(slice(0, 8))
@@ -179,20 +184,23 @@ def run_uvim_demo(cfg: UViMDemoConfig) -> Report:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     os.makedirs(cfg.out, exist_ok=True)
-    report = Report("UViM on FSQ vs VQ tokens: depth and colorization")
+    report = Report("UViM on FSQ vs VQ tokens: depth, colorization and panoptic segmentation")
     rows: list[dict[str, Any]] = []
     for task_name in cfg.tasks:
         rows += run_task(cfg, task_name, report)
     columns = ["task", "model", "codes", "oracle", "full", "usage", "full_usage",
-               "absrel", "delta1", "psnr", "colorfulness", "params", "train_s"]  # fmt: skip
+               "absrel", "delta1", "psnr", "colorfulness", "pq_things", "pq_stuff", "params",
+               "train_s"]  # fmt: skip
     used = [c for c in columns if any(r.get(c) is not None for r in rows)]
-    fmt = {c: ".4g" for c in ("oracle", "full", "absrel", "delta1", "psnr", "colorfulness")}
+    fmt = {c: ".4g" for c in ("oracle", "full", "absrel", "delta1", "psnr", "colorfulness",
+                              "pq_things", "pq_stuff")}  # fmt: skip
     fmt.update(usage=".1%", full_usage=".1%", train_s=".0f")
     table = Table(
         "UViM: oracle (stage I, sees the target) vs full model (stage II tokens -> decoder)",
         used, rows, fmt,
         note="depth: RMSE in metres (lower is better) on `scenes`; colorize: Fréchet "
-        "distance in random-conv feature space (lower is better, not an FID) on `embedded`. "
+        "distance in random-conv feature space (lower is better, not an FID) on `embedded`; "
+        "panoptic: panoptic quality PQ in [0, 1] (higher is better) on `scenes`. "
         "usage: fraction of the codebook used by the oracle's tokens on the training set; "
         "full_usage: by stage II's predicted tokens on validation.",
     )  # fmt: skip
