@@ -156,6 +156,9 @@ def test_cli_panoptic(tmp_path, capsys):
     capsys.readouterr()
     assert main(["uvim", "eval", "--model", str(u)]) == 0
     assert '"pq"' in capsys.readouterr().out
+    # A scenes model on COCO-format data with another class table: a clear error.
+    assert main(["uvim", "eval", "--model", str(u), "--data", spec]) == 2
+    assert "set the task options from the data" in capsys.readouterr().err
     # COCO-format data: the classes come from the JSON into the saved config.
     assert main(["uvim", "train-direct", "--task", "panoptic", "--data", spec,
                  "--max-instances", "3", "--out", str(d), *tiny]) == 0  # fmt: skip

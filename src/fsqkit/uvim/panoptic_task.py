@@ -160,7 +160,8 @@ class PanopticTask(DenseTask):
         return panoptic_loss(*self._split(net.float()), target, self.categories)[0]
 
     def metrics(self, pred: Tensor, target: Tensor, valid: Tensor) -> dict[str, Tensor]:
-        v = valid[:, 0].float()
+        # also skip the instances the target's cap turned into void
+        v = (valid[:, 0] & (target[:, 0] != self.categories.void_label)).float()
         hit = (pred[:, 0] == target[:, 0]).float() * v
         return {"pixel_acc": hit.flatten(1).sum(1) / v.flatten(1).sum(1).clamp_min(1)}
 

@@ -35,6 +35,7 @@ def evaluate_run(
         seed=seed if seed is not None else int(train.get("seed", 0)),
     )
     task = model.task
+    task.check_categories(ds.categories, f"data {ds.name!r}")
     codebook = 0
 
     def predict(inputs: Tensor, batch: DenseBatch) -> tuple[Tensor, Tensor | None]:
