@@ -95,3 +95,11 @@ def test_depth_pairs_errors(tmp_path):
         load_depth_pairs(str(tmp_path / "none"))
     with pytest.raises(ValueError, match="unknown data spec"):
         build_dense_dataset("mnist", "train")
+
+
+def test_nyu_without_h5py_says_how_to_install(tmp_path, monkeypatch):
+    path = tmp_path / "nyu.mat"
+    write_nyu(path, n=2)
+    monkeypatch.setitem(__import__("sys").modules, "h5py", None)  # import h5py -> ImportError
+    with pytest.raises(ValueError, match=r"nyu\.mat.*needs h5py.*fsqkit\[nyu\]"):
+        load_nyu_mat(str(path))

@@ -22,7 +22,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         "--data",
         default=None,
         help="scenes, embedded, nyu:PATH, pairs:PATH or coco-panoptic:JSON,LABEL_DIR,IMAGE_DIR "
-        "(default: scenes for depth and panoptic, embedded for colorize)",
+        "(default: scenes for depth and panoptic, embedded for colorize; stage II: the oracle's)",
     )
     g.add_argument("--num-train", type=int, default=None, help="generated items (default 2048)")
     g.add_argument("--num-val", type=int, default=None, help="generated items (default 256)")
@@ -147,10 +147,12 @@ def run_train_direct(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from fsqkit.training import distributed_session
+    from fsqkit.training import distributed_session, load_checkpoint
     from fsqkit.uvim import load_oracle, train_stage2
 
     task = load_oracle(args.oracle).cfg.task
+    if args.data is None:  # default: the data the oracle was trained on
+        args.data = load_checkpoint(args.oracle, weights_only=True).config["train"]["data"]
     kwargs = dict(
         decoder=args.decoder,
         dim=args.dim,

@@ -55,10 +55,11 @@ def load_nyu_mat(path: str, size: int = 64) -> tuple[Tensor, Tensor]:
         raise FileNotFoundError(f"NYU file {path!r} does not exist")
     try:
         import h5py
-    except ImportError:
-        raise ImportError(
+    except ImportError as err:
+        # A ValueError, so the CLI prints it as a one-line error.
+        raise ValueError(
             f"reading {path!r} needs h5py (NYU's .mat is HDF5): pip install 'fsqkit[nyu]'"
-        ) from None
+        ) from err
     try:
         f = h5py.File(path, "r")
     except OSError as err:
