@@ -169,3 +169,13 @@ def test_cli_panoptic(tmp_path, capsys):
     capsys.readouterr()
     assert main(["uvim", "eval", "--model", str(d)]) == 0
     assert '"pq"' in capsys.readouterr().out
+    # Oracle + stage II on COCO-format data: stage II reads the data and the class
+    # table from the oracle's run (K = 16 by default for such data).
+    co, cu = tmp_path / "co", tmp_path / "cu"
+    assert main(["uvim", "train-oracle", "--task", "panoptic", "--data", spec, "--levels",
+                 "5,5,5", "--out", str(co), *tiny]) == 0  # fmt: skip
+    assert main(["uvim", "train", "--oracle", str(co), "--dim", "16", "--depth", "1",
+                 "--heads", "2", "--out", str(cu), *tiny[6:]]) == 0  # fmt: skip
+    full = load_uvim_model(str(cu))
+    assert full.task.max_instances == 16 and full.task.categories.source_ids[-1] == 14
+    assert full.predict(torch.rand(2, 3, 16, 16)).shape == (2, 2, 16, 16)
