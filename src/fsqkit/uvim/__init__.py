@@ -1,9 +1,10 @@
 """UViM-style dense prediction on quantized tokens (Kolesnikov et al. 2022, as
 used by the FSQ paper): a stage-I "oracle" autoencodes the target (depth,
-colours) conditioned on the image through an FSQ or VQ bottleneck; a stage-II
-transformer predicts those tokens from the image alone; the oracle's decoder
+colours, a panoptic map) conditioned on the image through an FSQ or VQ
+bottleneck; a stage-II transformer predicts those tokens from the image alone; the oracle's decoder
 turns them into the prediction. A direct regression baseline says what the
-token language buys. Tasks live in a registry (:mod:`fsqkit.uvim.tasks`)."""
+token language buys. Tasks live in a registry (:mod:`fsqkit.uvim.tasks`; panoptic
+segmentation: :mod:`fsqkit.uvim.panoptic_task`)."""
 
 from fsqkit.uvim.config import OracleConfig, Stage2Config
 from fsqkit.uvim.data import DENSE_DATA_SPECS, DenseDataset, build_dense_dataset
