@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "train_maskgit",
     "sample",
     "study",
+    "uvim",
 ]
 
 
@@ -35,7 +36,7 @@ class CLIError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fsqkit",
-        description="Finite Scalar Quantization toolkit: quantizers, tokenizers, MaskGIT.",
+        description="Finite Scalar Quantization toolkit: quantizers, tokenizers, MaskGIT, UViM, studies.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

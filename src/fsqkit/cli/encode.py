@@ -6,8 +6,6 @@ import argparse
 import json
 import os
 
-from fsqkit.data.files import IMAGE_EXTENSIONS
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,37 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _expand(inputs: list[str]) -> list[str]:
-    files: list[str] = []
-    for path in inputs:
-        if os.path.isdir(path):
-            found = sorted(
-                os.path.join(path, f)
-                for f in os.listdir(path)
-                if f.lower().endswith(IMAGE_EXTENSIONS)
-            )
-            if not found:
-                raise ValueError(f"no images found in folder {path!r}")
-            files += found
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"input {path!r} does not exist")
-    return files
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from fsqkit.data.io import load_image
+    from fsqkit.data.io import expand_image_paths, load_image
     from fsqkit.tokenizer import Tokenizer
 
     if not args.out.endswith(".npy"):
         raise ValueError(f"--out must end in .npy, got {args.out!r}")
     tok = Tokenizer.load(args.checkpoint)
     size = args.image_size or tok.cfg.image_size
-    files = _expand(args.inputs)
+    files = expand_image_paths(args.inputs)
     images = torch.stack([load_image(f, size) for f in files])
     indices = torch.cat([tok.encode(images[i : i + 64]) for i in range(0, len(images), 64)])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

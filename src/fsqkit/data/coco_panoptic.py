@@ -73,6 +73,11 @@ def _categories(data: dict, where: str) -> PanopticCategories:
     return PanopticCategories(names, things, VOID_LABEL, tuple(ids))
 
 
+def read_coco_categories(json_path: PathLike) -> PanopticCategories:
+    """The class table of a COCO-panoptic JSON (classes in increasing category id)."""
+    return _categories(_read_json(json_path), str(json_path))
+
+
 def _read_rgb(path: str, what: str) -> np.ndarray:
     """``[H, W, 3]`` uint8 array of an image file; errors name the file."""
     from PIL import Image, UnidentifiedImageError

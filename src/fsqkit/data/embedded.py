@@ -93,7 +93,12 @@ def _pyramids(split: str) -> tuple[tuple[Tensor, ...], ...]:
 
 
 def embedded_dataset(
-    split: str, *, image_size: int = 32, num_images: int | None = None, seed: int = 0
+    split: str,
+    *,
+    image_size: int = 32,
+    num_images: int | None = None,
+    seed: int = 0,
+    permute_channels: bool = True,
 ) -> ImageDataset:
     """Random ``image_size`` crops of the bundled photographs.
 
@@ -102,6 +107,9 @@ def embedded_dataset(
         image_size: crop side in pixels (8 … 128).
         num_images: number of crops (default 4096 train / 512 val).
         seed: crops are a pure function of ``(seed, split)``.
+        permute_channels: the training split's colour augmentation (a random
+            channel order per crop); colorization turns it off, as it needs the
+            true colours.
 
     Returns:
         :class:`ImageDataset` with ``(num_images, 3, image_size, image_size)`` images.
@@ -128,7 +136,9 @@ def embedded_dataset(
             # Colour augmentation: the training photos are mostly grey or brown, the
             # held-out ones colourful; a random channel order per crop spreads the
             # training colours over the whole RGB cube (and a random flip for free).
-            crop = crop[torch.from_numpy(rng.permutation(3))]
+            perm = rng.permutation(3)  # drawn either way: the same crops with or without
+            if permute_channels:
+                crop = crop[torch.from_numpy(perm)]
             if rng.integers(2):
                 crop = crop.flip(-1)
         crops[i] = crop

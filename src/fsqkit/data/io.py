@@ -11,6 +11,29 @@ from torch import Tensor
 from fsqkit.data.dataset import resize_center_crop, to_uint8_chw
 
 
+def expand_image_paths(inputs: list[str]) -> list[str]:
+    """Image files, and every image file of the given folders (sorted); errors name
+    a missing input or an empty folder."""
+    from fsqkit.data.files import IMAGE_EXTENSIONS
+
+    files: list[str] = []
+    for path in inputs:
+        if os.path.isdir(path):
+            found = sorted(
+                os.path.join(path, f)
+                for f in os.listdir(path)
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+            )
+            if not found:
+                raise ValueError(f"no images found in folder {path!r}")
+            files += found
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"input {path!r} does not exist")
+    return files
+
+
 def load_image(path: str, image_size: int | None = None) -> Tensor:
     """An image file -> ``(3, H, W)`` float in ``[0, 1]`` (optionally resized and
     center-cropped to ``image_size``). Errors name the file."""

@@ -30,11 +30,13 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: Tensor) -> Tensor:  # [B, L, D] -> [B, L, D]
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """``[B, L, D] -> [B, L, D]``; ``attn_mask [L, L]`` bool (True = may attend),
+        e.g. a causal or prefix mask (other users of the block: UViM's stage II)."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
@@ -51,8 +53,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:  # [B, L, D]
-        x = x + self.drop(self.attn(self.ln1(x)))
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:  # [B, L, D]
+        x = x + self.drop(self.attn(self.ln1(x), attn_mask))
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
