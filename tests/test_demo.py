@@ -164,3 +164,15 @@ def test_demo_quick_writes_report(tmp_path, monkeypatch, capsys):
     assert set(m) == {"baseline", "fsq", "vq"} and all(0 <= v["usage"] <= 1 for v in m.values())
     # The trained tokenizers are loadable for a stage II.
     assert Tokenizer.load(rep["data"]["stage1"]["runs"]["fsq"]).cfg.quantizer == "fsq"
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY\x01\x00v\x00{'descr'"])
+def test_decode_of_an_empty_or_truncated_token_file_is_one_line(
+    trained_run, tmp_path, capsys, content
+):
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(content)
+    out = str(tmp_path / "o")
+    assert main(["decode", str(bad), "--checkpoint", str(trained_run), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "bad.npy" in err and "Traceback" not in err

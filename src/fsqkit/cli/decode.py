@@ -30,8 +30,10 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"token file {args.tokens!r} does not exist")
     try:
         arr = np.load(args.tokens, allow_pickle=False)
-    except ValueError as err:
-        raise ValueError(f"cannot read {args.tokens!r} as a .npy array: {err}") from None
+    except (ValueError, EOFError, OSError) as err:  # garbage, empty or truncated file
+        raise ValueError(
+            f"cannot read {args.tokens!r} as a .npy array: {err or type(err).__name__}"
+        ) from None
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{args.tokens!r} must hold integer token indices, got dtype {arr.dtype}")
     tok = Tokenizer.load(args.checkpoint)
