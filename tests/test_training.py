@@ -172,3 +172,22 @@ def test_checkpoint_config_is_json(tmp_path):
         meta = json.load(f)
     assert meta["config"]["tokenizer"]["quantizer"] == "fsq"
     assert meta["config"]["train"]["batch_size"] == 4
+
+
+def test_resume_with_other_total_steps_warns_once(tmp_path, capsys):
+    """The schedule depends on the total step count: resuming a run with another
+    --steps works (extending a run is legitimate) but says what changes."""
+    run = str(tmp_path / "run")
+    model_cfg = TokenizerConfig(**TINY_MODEL)
+    train_tokenizer(model_cfg, tiny_train_cfg(), TrainerConfig(run, steps=2, progress=False))
+    capsys.readouterr()
+    train_tokenizer(
+        model_cfg, tiny_train_cfg(), TrainerConfig(run, steps=3, progress=False, resume=True)
+    )
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert "started with 2 steps and resumes with 3" in err and "from step 2 on" in err
+    train_tokenizer(
+        model_cfg, tiny_train_cfg(), TrainerConfig(run, steps=3, progress=False, resume=True)
+    )
+    assert "warning" not in capsys.readouterr().err

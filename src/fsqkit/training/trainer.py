@@ -157,7 +157,11 @@ class Trainer:
                         self.task.config(),
                         optimizers=self.task.optimizers(),
                         rng=get_rng_state(),
-                        extra={"train_seconds": self.train_seconds, "last_eval": self.last_eval},
+                        extra={
+                            "train_seconds": self.train_seconds,
+                            "last_eval": self.last_eval,
+                            "total_steps": self.cfg.steps,
+                        },
                         keep=self.cfg.keep_checkpoints,
                     )
                 except CheckpointWriteError as err:
@@ -213,6 +217,16 @@ class Trainer:
         self.step = ckpt.step
         self.train_seconds = float(ckpt.state["extra"].get("train_seconds", 0.0))
         self.last_eval = dict(ckpt.state["extra"].get("last_eval", {}))
+        started = ckpt.state["extra"].get("total_steps")
+        if started is not None and int(started) != self.cfg.steps and self.dist.is_main:
+            # Schedules (warm-up, cosine decay) depend on the total: say so, once.
+            print(
+                f"warning: {self.cfg.out_dir} was started with {started} steps and resumes "
+                f"with {self.cfg.steps}: the learning-rate schedule changes from step "
+                f"{self.step} on, so the result differs from an uninterrupted "
+                f"{self.cfg.steps}-step run",
+                file=sys.stderr,
+            )
         self.logger.truncate_after(self.step)
         return True
 
