@@ -247,7 +247,9 @@ def test_cli_train_predict_eval(tmp_path, capsys):
 
 def test_uvim_demo_quick(tmp_path):
     out = tmp_path / "demo"
+    torch.set_num_threads(2)  # the demo runs with one; the caller's setting must survive
     assert main(["uvim", "demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert torch.get_num_threads() == 2
     files = set(os.listdir(out))
     assert {
         "report.md",

@@ -181,13 +181,17 @@ def run_task(cfg: UViMDemoConfig, task_name: str, report: Report) -> list[dict[s
 def run_uvim_demo(cfg: UViMDemoConfig) -> Report:
     """Run the demo and write the report folder; returns the :class:`Report`."""
     t0 = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     os.makedirs(cfg.out, exist_ok=True)
     report = Report("UViM on FSQ vs VQ tokens: depth, colorization and panoptic segmentation")
     rows: list[dict[str, Any]] = []
-    for task_name in cfg.tasks:
-        rows += run_task(cfg, task_name, report)
+    threads = torch.get_num_threads()
+    try:  # the demo's thread count, not a lasting side effect for API callers
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        for task_name in cfg.tasks:
+            rows += run_task(cfg, task_name, report)
+    finally:
+        torch.set_num_threads(threads)
     columns = ["task", "model", "codes", "oracle", "full", "usage", "full_usage",
                "absrel", "delta1", "psnr", "colorfulness", "pq_things", "pq_stuff", "params",
                "train_s"]  # fmt: skip
