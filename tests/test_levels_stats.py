@@ -72,3 +72,14 @@ def test_levels_cli(capsys) -> None:
     assert '"size": 4375' in capsys.readouterr().out
     assert main(["levels", "abc"]) == 2
     assert "SIZE must be an integer" in capsys.readouterr().err
+
+
+def test_window_usage_counts_only_the_last_batches():
+    from fsqkit.quantizers.stats import WindowUsage
+
+    live = WindowUsage(codebook_size=8, window=2)
+    assert live.update(torch.tensor([0, 1])) == 2 / 8
+    assert live.update(torch.tensor([[2, 3], [3, 3]])) == 4 / 8
+    assert live.update(torch.tensor([4])) == 3 / 8  # codes 0 and 1 left the window
+    with pytest.raises(ValueError, match="window"):
+        WindowUsage(8, window=0)

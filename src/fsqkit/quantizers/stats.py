@@ -9,6 +9,7 @@ of codewords used at least once on the validation set).
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import torch
 from torch import Tensor
@@ -145,3 +146,25 @@ class UsageTracker:
 def max_entropy_bits(codebook_size: int) -> float:
     """``log2(K)``: the entropy of a uniform code distribution."""
     return math.log2(codebook_size)
+
+
+class WindowUsage:
+    """Fraction of the codebook used in the last ``window`` batches: the "live"
+    usage a training progress bar shows (validation usage is :class:`UsageTracker`'s).
+
+    Example::
+
+        live = WindowUsage(fsq.codebook_size, window=20)
+        usage = live.update(out.indices)   # float in [0, 1]
+    """
+
+    def __init__(self, codebook_size: int, window: int = 20) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.codebook_size = codebook_size
+        self._recent: deque[Tensor] = deque(maxlen=window)
+
+    def update(self, indices: Tensor) -> float:
+        """Add a batch of indices (any shape); returns the windowed usage."""
+        self._recent.append(code_counts(indices.detach().cpu(), self.codebook_size))
+        return float((torch.stack(tuple(self._recent)).sum(0) > 0).float().mean())

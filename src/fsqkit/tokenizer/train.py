@@ -10,7 +10,6 @@ reconstruction, no adversarial or perceptual loss. The paper's stage I
 from __future__ import annotations
 
 import os
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,7 +19,7 @@ from torch import Tensor
 from fsqkit.data import ImageDataset, build_dataset
 from fsqkit.data.io import save_image_grid
 from fsqkit.metrics.reconstruction import reconstruction_metrics
-from fsqkit.quantizers.stats import code_counts
+from fsqkit.quantizers.stats import WindowUsage
 from fsqkit.tokenizer.config import TokenizerConfig
 from fsqkit.tokenizer.discriminator import PatchDiscriminator
 from fsqkit.tokenizer.losses import (
@@ -187,7 +186,7 @@ class TokenizerTask:
             self.perceptual = PerceptualLoss(train_cfg.perceptual_weights).to(dev)
         elif train_cfg.perceptual_weight > 0:
             say(DISABLED_MESSAGE)
-        self._recent: deque[Tensor] = deque(maxlen=USAGE_WINDOW)
+        self._live_usage = WindowUsage(self.model.codebook_size, USAGE_WINDOW)
         torch.manual_seed(train_cfg.seed + 1 + self.dist.rank)
 
     # ----------------------------------------------------------- TrainTask
@@ -239,13 +238,11 @@ class TokenizerTask:
         self.opt.step()
         if gan_on:
             metrics["d_loss"] = self._disc_step(target, out.recon.detach())
-        counts = code_counts(out.quant.indices.detach().cpu(), self.model.codebook_size)
-        self._recent.append(counts)
         metrics.update(
             loss=loss.item(),
             aux=aux.item(),
             lr=lr,
-            usage=float((torch.stack(tuple(self._recent)).sum(0) > 0).float().mean()),
+            usage=self._live_usage.update(out.quant.indices),
         )
         metrics.update({f"q_{k}": v.item() for k, v in out.quant.losses.items()})
         return metrics

@@ -9,7 +9,6 @@ frozen oracle once, up front, and learns to predict those tokens.
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fsqkit.quantizers.stats import code_counts
+from fsqkit.quantizers.stats import WindowUsage, code_counts
 from fsqkit.training import (
     DistInfo,
     StepSampler,
@@ -179,8 +178,8 @@ class OracleTask(_DenseTaskBase):
     ) -> None:
         super().__init__(model_cfg, cfg, total_steps, out_dir, dist_info)
         self.model_cfg = model_cfg
-        self._recent: deque[Tensor] = deque(maxlen=USAGE_WINDOW)
         self._set_model(Oracle, model_cfg)
+        self._live_usage = WindowUsage(self.model.codebook_size, USAGE_WINDOW)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"oracle": self.model}
@@ -195,8 +194,7 @@ class OracleTask(_DenseTaskBase):
         rec = self.task.loss(out.recon, target, self.task.valid(batch), x)
         loss = rec + out.quant.aux_loss
         lr = self._optimise(step, loss)
-        self._recent.append(code_counts(out.quant.indices.detach().cpu(), self.model.codebook_size))
-        usage = float((torch.stack(tuple(self._recent)).sum(0) > 0).float().mean())
+        usage = self._live_usage.update(out.quant.indices)
         return {"loss": loss.item(), "recon": rec.item(), "lr": lr, "usage": usage}
 
     def evaluate(self, step: int) -> dict[str, float]:
