@@ -64,11 +64,15 @@ def _dense_entropy(x, cb, t):
     return sample + (avg * avg.log()).sum()
 
 
-def test_entropy_penalty_matches_dense_formula_and_gradients():
+@pytest.mark.parametrize(
+    "budget",
+    [4 * 4 * 9 * 3, 2**20],  # 3 rows per chunk (recomputed in backward); one chunk (kept)
+)
+def test_entropy_penalty_matches_dense_formula_and_gradients(budget):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(40, 5, generator=g, dtype=torch.float64).float().requires_grad_()
     cb = torch.randn(9, 5, generator=g).requires_grad_()
-    got = entropy_penalty(x, cb, 0.5, 4 * 4 * 9 * 3)  # 3 rows per chunk
+    got = entropy_penalty(x, cb, 0.5, budget)
     ref = _dense_entropy(x, cb, 0.5)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
     g_got = torch.autograd.grad(got, (x, cb))

@@ -110,9 +110,13 @@ def entropy_penalty(x: Tensor, codebook: Tensor, temperature: float, max_bytes: 
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or codebook.requires_grad)
     ent_total = x.new_zeros(())
     prob_total = x.new_zeros(k)
+    # One chunk: its temporaries already fit the budget, so the backward pass can
+    # keep them (checkpointing would only recompute the chunk, ~30% of a small
+    # tokenizer's step on CPU). Several chunks: recompute to stay bounded.
+    recompute = needs_grad and rows < n_vec
     for r0 in range(0, n_vec, rows):
         xc = x[r0 : r0 + rows]
-        if needs_grad:
+        if recompute:
             ent, probs = checkpoint(_entropy_chunk, xc, codebook, e_sq, inv_t, use_reentrant=False)
         else:
             ent, probs = _entropy_chunk(xc, codebook, e_sq, inv_t)
