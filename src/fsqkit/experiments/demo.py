@@ -1,8 +1,9 @@
 """``fsqkit demo``: the project's main job.
 
 Stage I on the built-in ``embedded`` photographs: an FSQ tokenizer (levels
-``[8, 5, 5, 5]``, 1000 codes) and a VQ tokenizer (1024 codes, VQGAN's commitment
-and entropy losses) with the same encoder/decoder and the same training budget,
+``[8, 5, 5, 5]``, 1000 codes) and a VQ tokenizer (1024 codes, VQGAN's codebook and
+commitment losses, k-means init, dead-code reseeding) with the same
+encoder/decoder and the same training budget,
 next to a non-learned baseline at the same token grid
 (:mod:`fsqkit.experiments.baseline`). Prints one table and writes a report
 folder (``report.md``, ``report.json``, ``reconstructions.png``,
