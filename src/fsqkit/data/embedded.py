@@ -1,15 +1,17 @@
-"""``embedded``: crops of the photographs that ship inside scikit-image and
-scikit-learn (no download, always available).
+"""``embedded``: crops of the photographs that ship inside scikit-image,
+scikit-learn and matplotlib (no download, always available).
 
 Training crops come from the 10 colour images bundled with scikit-image (each
-crop with a random channel order and horizontal flip); validation crops come
-from the two scikit-learn sample photographs (``china.jpg``, ``flower.jpg``),
-which are never used for training. The greyscale images (camera, coins, moon,
-brick, grass, gravel) and the nearly black Hubble field are left out: they made
-half of the training crops colourless, and tokenizers trained on them
-reproduced the colours of the held-out photos badly (docs/tokenizer.md). Each crop is cut from a random position of the
-photo resized by a random factor in {1, 1/2, 1/4} (so a crop shows structure,
-not only texture). Everything is a pure function of the seed.
+crop with a random channel order and horizontal flip). Validation crops come
+from three photographs that are never used for training: scikit-learn's two
+samples (``china.jpg``, ``flower.jpg``) and matplotlib's ``grace_hopper.jpg``.
+The greyscale images of scikit-image (camera, coins, moon, brick, grass,
+gravel) and the nearly black Hubble field are left out: they made half of the
+training crops colourless, and tokenizers trained on them reproduced the
+colours of the held-out photos badly (docs/tokenizer.md). Each crop is cut
+from a random position of the photo resized by a random factor in
+{1, 1/2, 1/4} (so a crop shows structure, not only texture). Everything is a
+pure function of the seed.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ TRAIN_PHOTOS: tuple[str, ...] = (
     "color.png",
     "logo.png",
 )
-# scikit-learn sample photographs, held out for validation.
-VAL_PHOTOS: tuple[str, ...] = ("china.jpg", "flower.jpg")
+# Photographs held out for validation: scikit-learn's samples and matplotlib's
+# portrait (a third photo with skin tones and a dark uniform, none of which
+# the two samples show).
+VAL_PHOTOS: tuple[str, ...] = ("china.jpg", "flower.jpg", "grace_hopper.jpg")
 
 SCALES: tuple[float, ...] = (1.0, 0.5, 0.25)
 DEFAULT_COUNTS = {"train": 4096, "val": 512}
@@ -60,7 +64,9 @@ def _skimage_path(name: str) -> str:
     return os.path.join(_package_dir("skimage"), "data", name)
 
 
-def _sklearn_path(name: str) -> str:
+def _val_path(name: str) -> str:
+    if name == "grace_hopper.jpg":
+        return os.path.join(_package_dir("matplotlib"), "mpl-data", "sample_data", name)
     return os.path.join(_package_dir("sklearn"), "datasets", "images", name)
 
 
@@ -73,13 +79,13 @@ def _pyramids(split: str) -> tuple[tuple[Tensor, ...], ...]:
     if split == "train":
         paths = [_skimage_path(n) for n in TRAIN_PHOTOS]
     else:
-        paths = [_sklearn_path(n) for n in VAL_PHOTOS]
+        paths = [_val_path(n) for n in VAL_PHOTOS]
     out = []
     for path in paths:
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"embedded data: bundled photo {path} is missing (is scikit-image / "
-                f"scikit-learn installed completely?)"
+                f"scikit-learn / matplotlib installed completely?)"
             )
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"))
@@ -103,7 +109,7 @@ def embedded_dataset(
     """Random ``image_size`` crops of the bundled photographs.
 
     Args:
-        split: ``"train"`` (scikit-image photos) or ``"val"`` (scikit-learn photos).
+        split: ``"train"`` (scikit-image photos) or ``"val"`` (the three held-out photos).
         image_size: crop side in pixels (8 … 128).
         num_images: number of crops (default 4096 train / 512 val).
         seed: crops are a pure function of ``(seed, split)``.
