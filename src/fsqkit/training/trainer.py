@@ -80,6 +80,8 @@ class TrainerConfig:
             one is never deleted).
         resume: continue from ``out_dir``'s newest intact checkpoint if there is one.
         progress: show a tqdm progress bar (rank 0).
+        progress_label, progress_position: the bar's label and terminal line (for
+            runs that train side by side in several processes, one bar each).
         stop_after: stop (with a checkpoint) after this step, as if interrupted;
             for tests and time-sliced jobs. ``None``: run to ``steps``.
     """
@@ -93,6 +95,8 @@ class TrainerConfig:
     keep_checkpoints: int = 3
     resume: bool = False
     progress: bool = True
+    progress_label: str | None = None
+    progress_position: int | None = None
     stop_after: int | None = None
 
     def __post_init__(self) -> None:
@@ -269,7 +273,14 @@ class Trainer:
         if self.dist.is_main and cfg.progress and end > self.step:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step, dynamic_ncols=True, leave=False)
+            bar = tqdm(
+                total=cfg.steps,
+                initial=self.step,
+                desc=cfg.progress_label,
+                position=cfg.progress_position,
+                dynamic_ncols=True,
+                leave=False,
+            )
         try:
             while self.step < end:
                 self.step += 1

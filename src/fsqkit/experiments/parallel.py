@@ -1,0 +1,56 @@
+"""Run independent jobs side by side in worker processes.
+
+Small CPU models use a second core poorly from one process (two torch threads
+were about 1.4x faster than one on the demo's tokenizer), but two processes
+with one thread each train two models in the time of one. The demo trains its
+FSQ and VQ tokenizers this way.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def _set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def run_side_by_side(
+    fn: Callable[..., T], jobs: dict[str, tuple[Any, ...]], threads_each: int = 1
+) -> dict[str, T]:
+    """``{name: fn(*args)}`` for every job, each in its own process with
+    ``threads_each`` torch threads; all jobs run at the same time.
+
+    ``fn`` and its arguments must be picklable (``fn`` a module-level function).
+    Processes are started with ``spawn`` (no inherited torch state). An exception
+    in a job is re-raised here after all jobs have ended; Ctrl-C reaches the
+    workers too (same process group), and this waits for them to stop.
+    """
+    if threads_each < 1:
+        raise ValueError(f"threads_each must be >= 1, got {threads_each}")
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=len(jobs), mp_context=ctx, initializer=_set_threads, initargs=(threads_each,)
+    ) as pool:
+        futures = {name: pool.submit(fn, *args) for name, args in jobs.items()}
+        # Wait for every job before raising, so no worker is left writing a run.
+        errors = [f.exception() for f in futures.values()]
+        for err in errors:
+            if err is not None:
+                raise err
+        return {name: f.result() for name, f in futures.items()}

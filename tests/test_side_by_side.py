@@ -1,0 +1,61 @@
+"""The demo trains its two tokenizers side by side in worker processes: the
+results must be exactly those of training them one after the other."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fsqkit.experiments.demo as demo_mod
+from fsqkit.experiments.parallel import run_side_by_side
+from tests.single_thread import one_thread  # noqa: F401
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail(x: int) -> int:
+    raise ValueError(f"job failed on {x}")
+
+
+def test_jobs_run_and_return_by_name():
+    assert run_side_by_side(_square, {"a": (3,), "b": (4,)}) == {"a": 9, "b": 16}
+
+
+def test_a_failing_job_raises_its_own_error():
+    with pytest.raises(ValueError, match="job failed on 2"):
+        run_side_by_side(_fail, {"a": (2,)})
+    with pytest.raises(ValueError, match="threads_each"):
+        run_side_by_side(_square, {"a": (1,)}, threads_each=0)
+
+
+def test_side_by_side_training_equals_one_after_the_other(tmp_path, monkeypatch):
+    cfg = demo_mod.demo_config(
+        "quick",
+        steps=3,
+        train_images=32,
+        val_images=8,
+        base_channels=8,
+        batch_size=4,
+        progress=False,
+    )
+    configs = demo_mod.tokenizer_configs(cfg)
+    train_cfg = demo_mod.train_config(cfg)
+    seq = demo_mod._train_tokenizers(
+        demo_mod.replace(cfg, out=str(tmp_path / "seq"), side_by_side=False), configs, train_cfg
+    )
+    # Two threads in this process: two workers with one thread each (the same
+    # thread count as the sequential runs, so the same arithmetic).
+    monkeypatch.setattr(demo_mod, "available_cores", lambda: 2)
+    torch.set_num_threads(2)
+    par = demo_mod._train_tokenizers(
+        demo_mod.replace(cfg, out=str(tmp_path / "par")), configs, train_cfg
+    )
+    torch.set_num_threads(1)
+    assert set(par) == set(seq) == {"fsq", "vq"}
+    for name in seq:
+        assert par[name].out_dir == str(tmp_path / "par" / "runs" / name)
+        assert par[name].metrics == seq[name].metrics
+        a, b = seq[name].model.state_dict(), par[name].model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
