@@ -81,7 +81,7 @@ def run_stage2(
     evaluate against ``val``, add a table and a sample grid to ``report``.
 
     ``demo_cfg`` is the demo's ``DemoConfig`` (its ``out``, ``seed``,
-    ``train_images``, ``val_images``, ``progress`` and ``steps`` are used).
+    ``train_images``, ``stage2_val_images``, ``progress`` and ``steps`` are used).
     Returns the metrics per method.
     """
     cfg = cfg or stage2_config(demo_cfg.steps)
@@ -115,7 +115,7 @@ def run_stage2(
             cfg,
             TrainerConfig(out, cfg.steps, log_every=10, progress=demo_cfg.progress),
             num_train_images=demo_cfg.train_images,
-            num_val_images=demo_cfg.val_images,
+            num_val_images=len(val),
             seed=demo_cfg.seed,
             extractor=extractor,
             real_features=real_f,
