@@ -59,3 +59,44 @@ def test_side_by_side_training_equals_one_after_the_other(tmp_path, monkeypatch)
         assert par[name].metrics == seq[name].metrics
         a, b = seq[name].model.state_dict(), par[name].model.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_stage2_side_by_side_equals_one_after_the_other(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from fsqkit.data import build_dataset
+    from fsqkit.experiments import stage2
+    from fsqkit.experiments.report import Report
+    from fsqkit.tokenizer import Tokenizer, TokenizerConfig
+
+    common = {"image_size": 16, "base_channels": 8, "channel_mult": (1, 2, 2), "norm_groups": 4}
+    runs = {}
+    for name, q, kw in (("fsq", "fsq", {"levels": [5, 3]}), ("vq", "vq", {"codebook_size": 16})):
+        torch.manual_seed(0)
+        extra = {"latent_channels": 4} if q == "vq" else {}
+        Tokenizer(TokenizerConfig(quantizer=q, quantizer_kwargs=kw, **common, **extra)).save(
+            str(tmp_path / name)
+        )
+        runs[name] = str(tmp_path / name)
+    val = build_dataset("embedded", "val", image_size=16, num_images=16)
+    small = stage2.Stage2Config(
+        steps=3, dim=16, depth=1, heads=2, batch_size=8, num_samples=16, decode_steps=4
+    )
+
+    def run(out: str, side_by_side: bool) -> dict:
+        cfg = SimpleNamespace(
+            out=str(tmp_path / out), seed=0, train_images=32, progress=False, steps=2,
+            side_by_side=side_by_side,
+        )  # fmt: skip
+        return stage2.run_stage2(cfg, Report("t"), runs, val, small)
+
+    seq = run("seq", False)
+    monkeypatch.setattr(stage2, "available_cores", lambda: 2)
+    torch.set_num_threads(2)
+    par = run("par", True)
+    torch.set_num_threads(1)
+    timing = {"train_seconds", "eval_seconds"}
+    for name in ("fsq", "vq"):
+        assert {k: v for k, v in par[name].items() if k not in timing} == {
+            k: v for k, v in seq[name].items() if k not in timing
+        }, name

@@ -31,6 +31,7 @@ from fsqkit.experiments.baseline import BicubicPaletteBaseline, evaluate_baselin
 from fsqkit.experiments.parallel import available_cores, run_side_by_side
 from fsqkit.experiments.report import Report, Table
 from fsqkit.experiments.stage2 import run_stage2
+from fsqkit.quantizers.stats import code_counts, usage_fraction
 from fsqkit.tokenizer import (
     Tokenizer,
     TokenizerConfig,
@@ -53,6 +54,11 @@ class DemoConfig:
         batch_size, lr, betas: shared optimisation settings.
         train_images, val_images: number of ``embedded`` crops (stage I is
             measured on all ``val_images`` held-out crops).
+        usage_images: codebook usage is counted on this many held-out crops
+            (encoder only, cheap); PSNR/SSIM/perplexity on the first
+            ``val_images`` of them. Usage keeps rising with the number of tokens
+            counted (rare codes need many tokens to show up); 16384 crops are ~1000
+            tokens per code (the paper's ImageNet validation: ~12,800 at 2^10).
         stage2_val_images: stage II (MaskGIT) is measured against the first this
             many of them (its sampling metrics and compression cost cost more per crop).
         fsq_levels: FSQ levels; vq_codebook_size / vq_latent_channels: the VQ side.
@@ -83,6 +89,7 @@ class DemoConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     train_images: int = 4096
     val_images: int = 4096
+    usage_images: int = 16384
     stage2_val_images: int = 1024
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
     vq_codebook_size: int = 1024
@@ -97,7 +104,13 @@ class DemoConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A smoke test of the whole pipeline (seconds); numbers are not meaningful.
-    "quick": {"steps": 30, "train_images": 512, "val_images": 128, "stage2_val_images": 128},
+    "quick": {
+        "steps": 30,
+        "train_images": 512,
+        "val_images": 128,
+        "usage_images": 256,
+        "stage2_val_images": 128,
+    },
     # The README's main job: about 5 minutes in all on a 2-core CPU, 3 of them for
     # stage I (the two tokenizers side by side, one core each).
     "default": {},
@@ -107,6 +120,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 32,
         "train_images": 16384,
         "val_images": 4096,
+        "usage_images": 16384,
         "stage2_val_images": 4096,
     },
 }
@@ -206,10 +220,19 @@ def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
             time.perf_counter() - t0,
         )
     )
+    usage_val = build_dataset(
+        "embedded",
+        "val",
+        image_size=cfg.image_size,
+        seed=cfg.seed,
+        num_images=max(cfg.usage_images, cfg.val_images),
+    )
+    _count_usage(metrics["baseline"], baseline.encode, baseline.codebook_size, usage_val)
     trained = _train_tokenizers(cfg, configs, train_cfg)
     for name, result in trained.items():
         models[name] = result.model
-        metrics[name] = result.metrics
+        metrics[name] = dict(result.metrics)
+        _count_usage(metrics[name], result.model.encode, result.model.codebook_size, usage_val)
         runs[name] = result.out_dir
         label = (
             f"FSQ {list(cfg.fsq_levels)}" if name == "fsq" else f"VQ {cfg.vq_codebook_size} codes"
@@ -249,8 +272,10 @@ def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
         },
         note=(
             f"Baseline: {baseline.describe()}. Usage: fraction of the codebook used at least once "
-            f"on the validation crops. Same architecture ({_arch(configs['fsq'])}), data, seed and "
-            f"steps for FSQ and VQ."
+            f"on {len(usage_val)} held-out crops ({len(usage_val) * grid * grid} tokens; PSNR, "
+            f"SSIM and perplexity on the first {len(val)}). Same architecture "
+            f"({_arch(configs['fsq'])}), data, seed and steps for FSQ and VQ"
+            + (", trained side by side (one process each)." if _parallel(cfg, configs) else ".")
         ),
     )
     print()
@@ -264,6 +289,25 @@ def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
     if _curves_figure(runs, os.path.join(cfg.out, "training_curves.png")):
         report.add_image("Training curves", "training_curves.png")
     return Stage1Result(metrics, runs, val)
+
+
+@torch.no_grad()
+def _count_usage(m: dict[str, float], encode: Any, codebook_size: int, data: ImageDataset) -> None:
+    """Set ``m["usage"]`` / ``m["codes_used"]`` from the codes ``encode`` gives on all
+    of ``data``; the value measured on the (smaller) evaluation set is kept as
+    ``usage_eval_crops``."""
+    counts = torch.zeros(codebook_size, dtype=torch.long)
+    for i in range(0, len(data), 512):
+        counts += code_counts(encode(data.batch(slice(i, i + 512))).cpu(), codebook_size)
+    m["usage_eval_crops"] = m["usage"]
+    m["codes_used"] = float((counts > 0).sum())
+    m["usage"] = usage_fraction(counts)
+    m["usage_crops"] = float(len(data))
+
+
+def _parallel(cfg: DemoConfig, configs: dict[str, Any]) -> bool:
+    threads = torch.get_num_threads()
+    return cfg.side_by_side and len(configs) > 1 and min(threads, available_cores()) >= 2
 
 
 def _train_tokenizers(
@@ -282,7 +326,7 @@ def _train_tokenizers(
         for name in configs
     }
     threads = torch.get_num_threads()
-    parallel = cfg.side_by_side and len(configs) > 1 and min(threads, available_cores()) >= 2
+    parallel = _parallel(cfg, configs)
     if cfg.progress:
         how = (
             f"side by side, {threads // len(configs)} thread(s) each"

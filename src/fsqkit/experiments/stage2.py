@@ -31,6 +31,7 @@ from fsqkit.evaluation import (
     frechet_distance_features,
     precision_recall,
 )
+from fsqkit.experiments.parallel import available_cores, run_side_by_side
 from fsqkit.experiments.report import Report, Table
 from fsqkit.maskgit.train import MaskGITTrainConfig, train_maskgit
 from fsqkit.quantizers.stats import code_counts
@@ -101,27 +102,52 @@ def run_stage2(
     rows: list[dict[str, Any]] = []
     metrics: dict[str, dict[str, float]] = {}
     grid_rows = [val.batch(slice(0, 12))]
-    for name, tok_dir in runs.items():
-        tokenizer = Tokenizer.load(tok_dir)
+    jobs: dict[str, tuple[Any, ...]] = {}
+    for i, (name, tok_dir) in enumerate(runs.items()):
         out = os.path.join(demo_cfg.out, "runs", f"maskgit_{name}")
-        if demo_cfg.progress:
-            print(
-                f"[stage II] training MaskGIT on the {name.upper()} tokens ({cfg.steps} steps) -> {out}"
-            )
-        m, ev = train_and_evaluate_maskgit(
-            tokenizer,
+        trainer = TrainerConfig(
+            out,
+            cfg.steps,
+            log_every=10,
+            progress=demo_cfg.progress,
+            progress_label=f"MaskGIT {name.upper()}",
+            progress_position=i,
+        )
+        jobs[name] = (
             tok_dir,
             val,
             cfg,
-            TrainerConfig(out, cfg.steps, log_every=10, progress=demo_cfg.progress),
-            num_train_images=demo_cfg.train_images,
-            num_val_images=len(val),
-            seed=demo_cfg.seed,
-            extractor=extractor,
-            real_features=real_f,
+            trainer,
+            demo_cfg.train_images,
+            demo_cfg.seed,
+            extractor,
+            real_f,
         )
+    threads = torch.get_num_threads()
+    parallel = (
+        getattr(demo_cfg, "side_by_side", False)
+        and len(jobs) > 1
+        and min(threads, available_cores()) >= 2
+    )
+    if demo_cfg.progress:
+        how = (
+            f"side by side, {threads // len(jobs)} thread(s) each"
+            if parallel
+            else "one after the other"
+        )
+        for name, job in jobs.items():
+            print(
+                f"[stage II] MaskGIT on the {name.upper()} tokens ({cfg.steps} steps, {how}) -> {job[3].out_dir}"
+            )
+    if parallel:
+        done = run_side_by_side(_stage2_job, jobs, threads_each=max(1, threads // len(jobs)))
+    else:
+        done = {name: _stage2_job(*job) for name, job in jobs.items()}
+    for name, tok_dir in runs.items():
+        tokenizer = Tokenizer.load(tok_dir)
+        m, samples = done[name]
         metrics[name] = m
-        grid_rows.append(ev.samples[:12])
+        grid_rows.append(samples)
         label = f"MaskGIT on {name.upper()} tokens ({tokenizer.codebook_size} codes)"
         rows.append(_row(label, m))
         recon = torch.cat([tokenizer.reconstruct(x) for x in real.split(256)])
@@ -185,6 +211,33 @@ def run_stage2(
         "samples.png",
     )
     return metrics
+
+
+def _stage2_job(
+    tok_dir: str,
+    val: ImageDataset,
+    cfg: Stage2Config,
+    trainer_cfg: TrainerConfig,
+    train_images: int | None,
+    seed: int,
+    extractor: FeatureExtractor,
+    real_features: torch.Tensor,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """One tokenizer's stage II (here or in a worker process): its metrics and the
+    first 12 samples for the grid."""
+    m, ev = train_and_evaluate_maskgit(
+        Tokenizer.load(tok_dir),
+        tok_dir,
+        val,
+        cfg,
+        trainer_cfg,
+        num_train_images=train_images,
+        num_val_images=len(val),
+        seed=seed,
+        extractor=extractor,
+        real_features=real_features,
+    )
+    return m, ev.samples[:12].clone()
 
 
 def train_and_evaluate_maskgit(
