@@ -100,3 +100,24 @@ def test_stage2_side_by_side_equals_one_after_the_other(tmp_path, monkeypatch):
         assert {k: v for k, v in par[name].items() if k not in timing} == {
             k: v for k, v in seq[name].items() if k not in timing
         }, name
+
+
+def test_uvim_demo_workers_give_the_same_table(tmp_path):
+    from fsqkit.experiments.report import Report
+    from fsqkit.experiments.uvim_demo import run_tasks, uvim_demo_config
+
+    def rows(workers: int) -> list[dict]:
+        cfg = uvim_demo_config(
+            "quick", out=str(tmp_path / f"w{workers}"), tasks=("depth", "colorize"),
+            quantizers=("fsq", "vq"), progress=False, workers=workers,
+        )  # fmt: skip
+        out = run_tasks(cfg, Report("t"))
+        return [{k: v for k, v in r.items() if k != "train_s"} for r in out]
+
+    one, two = rows(1), rows(2)
+    assert [r["model"] for r in one] == [
+        "trivial (mean depth)", "direct (no tokens)", "UViM fsq", "UViM vq",
+        "trivial (grayscale copy)", "direct (no tokens)", "UViM fsq", "UViM vq",
+    ]  # fmt: skip
+    assert one == two
+    assert (tmp_path / "w2" / "predictions_colorize.png").is_file()

@@ -31,10 +31,14 @@ def available_cores() -> int:
 
 
 def run_side_by_side(
-    fn: Callable[..., T], jobs: dict[str, tuple[Any, ...]], threads_each: int = 1
+    fn: Callable[..., T],
+    jobs: dict[str, tuple[Any, ...]],
+    threads_each: int = 1,
+    max_workers: int | None = None,
 ) -> dict[str, T]:
-    """``{name: fn(*args)}`` for every job, each in its own process with
-    ``threads_each`` torch threads; all jobs run at the same time.
+    """``{name: fn(*args)}`` for every job, in worker processes with
+    ``threads_each`` torch threads each; ``max_workers`` processes (default: one
+    per job, all at the same time) take the jobs in order.
 
     ``fn`` and its arguments must be picklable (``fn`` a module-level function).
     Processes are started with ``spawn`` (no inherited torch state). An exception
@@ -43,9 +47,16 @@ def run_side_by_side(
     """
     if threads_each < 1:
         raise ValueError(f"threads_each must be >= 1, got {threads_each}")
+    if max_workers is not None and max_workers < 1:
+        raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+    if not jobs:
+        return {}
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        max_workers=len(jobs), mp_context=ctx, initializer=_set_threads, initargs=(threads_each,)
+        max_workers=min(len(jobs), max_workers or len(jobs)),
+        mp_context=ctx,
+        initializer=_set_threads,
+        initargs=(threads_each,),
     ) as pool:
         futures = {name: pool.submit(fn, *args) for name, args in jobs.items()}
         # Wait for every job before raising, so no worker is left writing a run.
