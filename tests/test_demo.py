@@ -128,6 +128,7 @@ def test_demo_quick_writes_report(tmp_path, monkeypatch, capsys):
         "steps": 2,
         "train_images": 64,
         "val_images": 16,
+        "usage_images": 48,
         "base_channels": 8,
         "channel_mult": (1, 2, 4),
         "batch_size": 4,
@@ -162,6 +163,16 @@ def test_demo_quick_writes_report(tmp_path, monkeypatch, capsys):
     assert params["FSQ [8, 5, 5, 5]"] == 0 and params["VQ 1024 codes"] == 1024 * 32
     m = rep["data"]["stage1"]["metrics"]
     assert set(m) == {"baseline", "fsq", "vq"} and all(0 <= v["usage"] <= 1 for v in m.values())
+    # Usage is counted on usage_images crops (a superset of the evaluation crops),
+    # and that is the number the table shows.
+    usage = {r["method"]: r["usage"] for r in table["rows"]}
+    assert (
+        usage["FSQ [8, 5, 5, 5]"] == m["fsq"]["usage"]
+        and usage["VQ 1024 codes"] == m["vq"]["usage"]
+    )
+    assert usage["baseline (no learning)"] == m["baseline"]["usage"]
+    for v in m.values():
+        assert v["usage_crops"] == 48 and v["usage"] >= v["usage_eval_crops"]
     # The trained tokenizers are loadable for a stage II.
     assert Tokenizer.load(rep["data"]["stage1"]["runs"]["fsq"]).cfg.quantizer == "fsq"
 

@@ -208,9 +208,17 @@ def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
     runs: dict[str, str] = {}
     models: dict[str, Tokenizer] = {}
 
+    usage_val = build_dataset(
+        "embedded",
+        "val",
+        image_size=cfg.image_size,
+        seed=cfg.seed,
+        num_images=max(cfg.usage_images, cfg.val_images),
+    )
     baseline = BicubicPaletteBaseline(factor, palette_levels(1000))
     t0 = time.perf_counter()
     metrics["baseline"] = evaluate_baseline(baseline, val)
+    _count_usage(metrics["baseline"], baseline.encode, baseline.codebook_size, usage_val)
     rows.append(
         _row(
             "baseline (no learning)",
@@ -220,14 +228,6 @@ def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
             time.perf_counter() - t0,
         )
     )
-    usage_val = build_dataset(
-        "embedded",
-        "val",
-        image_size=cfg.image_size,
-        seed=cfg.seed,
-        num_images=max(cfg.usage_images, cfg.val_images),
-    )
-    _count_usage(metrics["baseline"], baseline.encode, baseline.codebook_size, usage_val)
     trained = _train_tokenizers(cfg, configs, train_cfg)
     for name, result in trained.items():
         models[name] = result.model
@@ -241,7 +241,7 @@ def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
             _row(
                 label,
                 result.model.codebook_size,
-                result.metrics,
+                metrics[name],
                 quantizer_parameters(result.model),
                 result.train_seconds,
             )
