@@ -72,9 +72,9 @@ class DemoConfig:
         seed: one seed for data, init and batches of both runs.
         side_by_side: train the two tokenizers at the same time in two worker
             processes, each with half of this process's torch threads (one each
-            on a 2-core machine: about 1.8x the throughput of one process with
-            two threads for models this small). ``False``: one after the other
-            in this process.
+            on a 2-core machine: 1.2x the throughput of one process with two
+            threads there, measured on the demo's tokenizers). ``False``: one
+            after the other in this process.
         progress: show progress bars.
     """
 
@@ -111,8 +111,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "usage_images": 256,
         "stage2_val_images": 128,
     },
-    # The README's main job: about 5 minutes in all on a 2-core CPU, 3 of them for
-    # stage I (the two tokenizers side by side, one core each).
+    # The README's main job: about 6.5 minutes in all on a 2-core CPU, 4 of them
+    # for stage I (the two tokenizers side by side, one core each).
     "default": {},
     # A longer, better run (about 10x the default).
     "full": {
