@@ -21,6 +21,11 @@ T = TypeVar("T")
 
 def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
+    # NumPy's BLAS too (e.g. the eigendecomposition in the Fréchet distance): a
+    # worker computes with the same thread count whichever process starts it.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
 
 
 def available_cores() -> int:
