@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import fsqkit.experiments.demo as demo_mod
+from fsqkit.experiments import parallel
 from fsqkit.experiments.parallel import run_side_by_side
 from tests.single_thread import one_thread  # noqa: F401
 
@@ -47,7 +48,7 @@ def test_side_by_side_training_equals_one_after_the_other(tmp_path, monkeypatch)
     )
     # Two threads in this process: two workers with one thread each (the same
     # thread count as the sequential runs, so the same arithmetic).
-    monkeypatch.setattr(demo_mod, "available_cores", lambda: 2)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
     torch.set_num_threads(2)
     par = demo_mod._train_tokenizers(
         demo_mod.replace(cfg, out=str(tmp_path / "par")), configs, train_cfg
@@ -91,7 +92,7 @@ def test_stage2_side_by_side_equals_one_after_the_other(tmp_path, monkeypatch):
         return stage2.run_stage2(cfg, Report("t"), runs, val, small)
 
     seq = run("seq", False)
-    monkeypatch.setattr(stage2, "available_cores", lambda: 2)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
     torch.set_num_threads(2)
     par = run("par", True)
     torch.set_num_threads(1)

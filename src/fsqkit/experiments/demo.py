@@ -28,7 +28,7 @@ import torch
 from fsqkit.data import ImageDataset, build_dataset
 from fsqkit.data.io import save_image_grid
 from fsqkit.experiments.baseline import BicubicPaletteBaseline, evaluate_baseline, palette_levels
-from fsqkit.experiments.parallel import available_cores, run_side_by_side
+from fsqkit.experiments.parallel import describe, run_jobs, side_by_side_threads
 from fsqkit.experiments.report import Report, Table
 from fsqkit.experiments.stage2 import run_stage2
 from fsqkit.quantizers.stats import code_counts, usage_fraction
@@ -275,7 +275,11 @@ def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
             f"on {len(usage_val)} held-out crops ({len(usage_val) * grid * grid} tokens; PSNR, "
             f"SSIM and perplexity on the first {len(val)}). Same architecture "
             f"({_arch(configs['fsq'])}), data, seed and steps for FSQ and VQ"
-            + (", trained side by side (one process each)." if _parallel(cfg, configs) else ".")
+            + (
+                ", trained side by side (one process each)."
+                if side_by_side_threads(cfg.side_by_side, len(configs))
+                else "."
+            )
         ),
     )
     print()
@@ -305,11 +309,6 @@ def _count_usage(m: dict[str, float], encode: Any, codebook_size: int, data: Ima
     m["usage_crops"] = float(len(data))
 
 
-def _parallel(cfg: DemoConfig, configs: dict[str, Any]) -> bool:
-    threads = torch.get_num_threads()
-    return cfg.side_by_side and len(configs) > 1 and min(threads, available_cores()) >= 2
-
-
 def _train_tokenizers(
     cfg: DemoConfig, configs: dict[str, TokenizerConfig], train_cfg: TokenizerTrainConfig
 ) -> dict[str, TrainResult]:
@@ -325,25 +324,18 @@ def _train_tokenizers(
         )
         for name in configs
     }
-    threads = torch.get_num_threads()
-    parallel = _parallel(cfg, configs)
+    each = side_by_side_threads(cfg.side_by_side, len(configs))
     if cfg.progress:
-        how = (
-            f"side by side, {threads // len(configs)} thread(s) each"
-            if parallel
-            else "one after the other"
-        )
         for name, t in trainers.items():
-            print(f"[stage I] {name.upper()} tokenizer ({cfg.steps} steps, {how}) -> {t.out_dir}")
-    if not parallel:
-        return {
-            name: train_tokenizer(mcfg, train_cfg, trainers[name]) for name, mcfg in configs.items()
-        }
+            print(
+                f"[stage I] {name.upper()} tokenizer ({cfg.steps} steps, {describe(each)}) "
+                f"-> {t.out_dir}"
+            )
     jobs = {
         name: (mcfg.to_dict(), train_cfg, replace(trainers[name], progress_position=i))
         for i, (name, mcfg) in enumerate(configs.items())
     }
-    done = run_side_by_side(_train_worker, jobs, threads_each=max(1, threads // len(configs)))
+    done = run_jobs(_train_worker, jobs, cfg.side_by_side)
     return {
         name: TrainResult(Tokenizer.load(trainers[name].out_dir), m, trainers[name].out_dir, s)
         for name, (m, s) in done.items()

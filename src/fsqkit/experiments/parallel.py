@@ -70,3 +70,30 @@ def run_side_by_side(
             if err is not None:
                 raise err
         return {name: f.result() for name, f in futures.items()}
+
+
+def side_by_side_threads(enabled: bool, jobs: int) -> int:
+    """Torch threads per job if ``jobs`` jobs run side by side in worker processes
+    (half of this process's threads each for two jobs), or 0 if they run one
+    after the other here: side by side is off, there is one job, or this
+    process has fewer than 2 threads or cores."""
+    threads = torch.get_num_threads()
+    if not enabled or jobs < 2 or min(threads, available_cores()) < 2:
+        return 0
+    return max(1, threads // jobs)
+
+
+def describe(threads_each: int) -> str:
+    """How :func:`run_jobs` runs, for progress lines."""
+    return f"side by side, {threads_each} thread(s) each" if threads_each else "one after the other"
+
+
+def run_jobs(
+    fn: Callable[..., T], jobs: dict[str, tuple[Any, ...]], side_by_side: bool
+) -> dict[str, T]:
+    """``{name: fn(*args)}``: side by side in worker processes where
+    :func:`side_by_side_threads` allows it, otherwise one after the other here."""
+    each = side_by_side_threads(side_by_side, len(jobs))
+    if each:
+        return run_side_by_side(fn, jobs, threads_each=each)
+    return {name: fn(*args) for name, args in jobs.items()}

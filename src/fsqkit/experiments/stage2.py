@@ -31,7 +31,7 @@ from fsqkit.evaluation import (
     frechet_distance_features,
     precision_recall,
 )
-from fsqkit.experiments.parallel import available_cores, run_side_by_side
+from fsqkit.experiments.parallel import describe, run_jobs, side_by_side_threads
 from fsqkit.experiments.report import Report, Table
 from fsqkit.maskgit.train import MaskGITTrainConfig, train_maskgit
 from fsqkit.quantizers.stats import code_counts
@@ -123,26 +123,15 @@ def run_stage2(
             extractor,
             real_f,
         )
-    threads = torch.get_num_threads()
-    parallel = (
-        getattr(demo_cfg, "side_by_side", False)
-        and len(jobs) > 1
-        and min(threads, available_cores()) >= 2
-    )
+    enabled = getattr(demo_cfg, "side_by_side", False)
     if demo_cfg.progress:
-        how = (
-            f"side by side, {threads // len(jobs)} thread(s) each"
-            if parallel
-            else "one after the other"
-        )
+        how = describe(side_by_side_threads(enabled, len(jobs)))
         for name, job in jobs.items():
             print(
-                f"[stage II] MaskGIT on the {name.upper()} tokens ({cfg.steps} steps, {how}) -> {job[3].out_dir}"
+                f"[stage II] MaskGIT on the {name.upper()} tokens ({cfg.steps} steps, {how}) "
+                f"-> {job[3].out_dir}"
             )
-    if parallel:
-        done = run_side_by_side(_stage2_job, jobs, threads_each=max(1, threads // len(jobs)))
-    else:
-        done = {name: _stage2_job(*job) for name, job in jobs.items()}
+    done = run_jobs(_stage2_job, jobs, enabled)
     for name, tok_dir in runs.items():
         tokenizer = Tokenizer.load(tok_dir)
         m, samples = done[name]
