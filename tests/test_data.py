@@ -103,3 +103,15 @@ def test_unknown_spec_and_split():
         build_dataset("folder:", "train")
     with pytest.raises(ValueError, match="split"):
         build_dataset("embedded", "test")
+
+
+def test_head_is_a_prefix_sharing_storage():
+    ds = build_dataset("embedded", "val", image_size=16, num_images=12)
+    head = ds.head(5)
+    assert len(head) == 5 and torch.equal(head.images, ds.images[:5])
+    assert head.images.data_ptr() == ds.images.data_ptr() and head.name.endswith("[:5]")
+    assert ds.head(12) is ds and ds.head(100) is ds
+    # The embedded validation crops of a smaller count are the larger set's head.
+    assert torch.equal(
+        build_dataset("embedded", "val", image_size=16, num_images=5).images, head.images
+    )

@@ -56,6 +56,15 @@ class ImageDataset:
         """Float images ``(B, 3, H, W)`` in ``[0, 1]`` for an index tensor or slice."""
         return self.images[index].float().div_(255.0)
 
+    def head(self, n: int) -> ImageDataset:
+        """The first ``n`` items (all of them if there are fewer), sharing storage."""
+        if n >= len(self):
+            return self
+        labels = None if self.labels is None else self.labels[:n]
+        return ImageDataset(
+            self.images[:n], labels, self.num_classes, f"{self.name}[:{n}]", self.class_names
+        )
+
     def batch_labels(self, index: Tensor | slice) -> Tensor | None:
         return None if self.labels is None else self.labels[index]
 

@@ -197,9 +197,16 @@ def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
     """Train FSQ and VQ tokenizers, evaluate them and the baseline, add the
     table and figures to ``report``, print the table."""
     train_cfg = train_config(cfg)
-    val = build_dataset(
-        "embedded", "val", image_size=cfg.image_size, seed=cfg.seed, num_images=cfg.val_images
+    # One set of held-out crops: usage is counted on all of them, the other
+    # metrics on the first val_images (stage II on the first stage2_val_images).
+    usage_val = build_dataset(
+        "embedded",
+        "val",
+        image_size=cfg.image_size,
+        seed=cfg.seed,
+        num_images=max(cfg.usage_images, cfg.val_images),
     )
+    val = usage_val.head(cfg.val_images)
     configs = tokenizer_configs(cfg)
     factor = configs["fsq"].downsample_factor
     grid = configs["fsq"].token_grid
@@ -208,13 +215,6 @@ def run_stage1(cfg: DemoConfig, report: Report) -> Stage1Result:
     runs: dict[str, str] = {}
     models: dict[str, Tokenizer] = {}
 
-    usage_val = build_dataset(
-        "embedded",
-        "val",
-        image_size=cfg.image_size,
-        seed=cfg.seed,
-        num_images=max(cfg.usage_images, cfg.val_images),
-    )
     baseline = BicubicPaletteBaseline(factor, palette_levels(1000))
     t0 = time.perf_counter()
     metrics["baseline"] = evaluate_baseline(baseline, val)
@@ -414,9 +414,7 @@ def run_demo(cfg: DemoConfig) -> Report:
     t0 = time.perf_counter()
     report = Report(title="fsqkit demo: FSQ vs VQ")
     stage1 = run_stage1(cfg, report)
-    val = stage1.val_data
-    n2 = min(cfg.stage2_val_images, len(val))
-    val2 = ImageDataset(val.images[:n2], name=f"{val.name}[:{n2}]")
+    val2 = stage1.val_data.head(cfg.stage2_val_images)
     run_stage2(cfg, report, stage1.runs, val2)  # MaskGIT: fsqkit.experiments.stage2
     report.data["total_seconds"] = time.perf_counter() - t0
     md, _ = report.write(cfg.out)
