@@ -16,6 +16,7 @@ from fsqkit.evaluation import (
     build_feature_extractor,
     frechet_distance,
     frechet_distance_features,
+    gaussian_stats,
     precision_recall,
     sample_quality,
 )
@@ -50,6 +51,23 @@ def test_frechet_features_behaviour() -> None:
         frechet_distance_features(a[:1], b)
     with pytest.raises(ValueError, match="feature widths differ"):
         frechet_distance_features(a, b[:, :3])
+
+
+@pytest.mark.parametrize("n_a,n_b", [(300, 40), (40, 300), (30, 50), (60, 60)])
+def test_frechet_features_with_fewer_images_than_features(n_a, n_b) -> None:
+    """Sets smaller than the feature width take the N x N route; it must give the
+    value of the two F x F covariances (correlated, shifted, differently scaled)."""
+    g = torch.Generator().manual_seed(1)
+    mix = torch.randn(64, 64, generator=g) / 8
+    a = torch.randn(n_a, 64, generator=g) @ mix
+    b = (torch.randn(n_b, 64, generator=g) * 1.7 + 0.3) @ mix
+    dense = frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+    assert min(n_a, n_b) < 64
+    # rel 1e-7: the dense route takes square roots of the singular covariance's
+    # round-off eigenvalues (~1e-16 -> ~1e-8 each); the small route has none.
+    assert frechet_distance_features(a, b) == pytest.approx(dense, rel=1e-7)
+    assert frechet_distance_features(b, a) == pytest.approx(dense, rel=1e-7)
+    assert frechet_distance_features(a[:20], a[:20]) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_precision_recall_cases() -> None:

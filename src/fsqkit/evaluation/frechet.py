@@ -3,6 +3,12 @@ features are Inception-v3 pool features; see :mod:`fsqkit.evaluation.features`).
 
 ``FD = |μ1 - μ2|² + tr(Σ1 + Σ2 - 2 (Σ1^½ Σ2 Σ1^½)^½)``
 
+From feature sets, when one set has fewer images than features (e.g. 256 samples
+of 736 features), the trace term comes from an ``N x N`` matrix instead of two
+``F x F`` eigendecompositions: with ``X`` the centred smaller set,
+``Σ2 = XᵀX / (N - 1)`` and ``Σ1^½ Σ2 Σ1^½`` has the non-zero eigenvalues of
+``X Σ1 Xᵀ / (N - 1)``. Same value (to round-off), 10-100x less work.
+
 Dimension legend: ``N`` images, ``F`` feature width.
 """
 
@@ -55,4 +61,20 @@ def frechet_distance(
 
 def frechet_distance_features(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     """Fréchet distance between feature sets ``a [N1, F]`` and ``b [N2, F]``."""
-    return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+    fa, fb = _as_features(a, "features a"), _as_features(b, "features b")
+    if fa.shape[1] != fb.shape[1]:
+        raise ValueError(f"feature widths differ: {fa.shape[1]} vs {fb.shape[1]}")
+    if len(fb) > len(fa):
+        fa, fb = fb, fa  # the FD is symmetric; fb is the smaller set
+    if len(fb) >= fa.shape[1]:
+        return frechet_distance(*gaussian_stats(fa), *gaussian_stats(fb))
+    mu_a, sigma_a = gaussian_stats(fa)
+    mu_b = fb.mean(0)
+    xb = fb - mu_b  # [N2, F], N2 < F
+    small = xb @ sigma_a @ xb.T / (len(fb) - 1)  # [N2, N2]
+    cross = np.linalg.eigvalsh((small + small.T) / 2)
+    tr_covmean = np.sqrt(np.clip(cross, 0.0, None)).sum()
+    tr_b = float((xb * xb).sum()) / (len(fb) - 1)
+    diff = mu_a - mu_b
+    fd = float(diff @ diff + np.trace(sigma_a) + tr_b - 2.0 * tr_covmean)
+    return max(fd, 0.0)
