@@ -21,11 +21,11 @@ class StubModel(torch.nn.Module):
         self.scale, self.inputs = scale, []
         self.p = torch.nn.Parameter(torch.zeros(()))
 
-    def forward(self, tokens, labels=None):
+    def forward(self, tokens, labels=None, select=None):
         self.inputs.append(tokens.clone())
         logits = torch.zeros(*tokens.shape, 8)
         logits[..., 0] = self.scale
-        return logits
+        return logits if select is None else logits[select]
 
 
 def test_uniform_model_costs_raw_bits() -> None:
@@ -54,6 +54,30 @@ def test_schedule_is_deterministic_and_reveals_by_steps() -> None:
     known = [int((x[0] != 8).sum()) for x in a.inputs]
     counts = decoding_schedule(9, 4)
     assert known == [sum(counts[:i]) for i in range(4)]
+
+
+def test_cost_equals_full_logits_loop() -> None:
+    """Only each step's positions get logits; the sum must be that of the plain loop
+    over full ``[B, S, K]`` logits (same order, same schedule)."""
+    torch.manual_seed(0)
+    model = MaskGITTransformer(
+        MaskGITConfig(codebook_size=16, grid=(4, 4), dim=32, depth=2, heads=2)
+    )
+    model.eval()
+    tokens = torch.randint(0, 16, (6, 16), generator=torch.Generator().manual_seed(1))
+    schedule = decoding_schedule(16, 5)
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(7))
+    total, inputs, pos = 0.0, torch.full_like(tokens, 16), 0
+    with torch.no_grad():
+        for count in schedule:
+            step_pos = order[pos : pos + count]
+            logp = torch.log_softmax(model(inputs), dim=-1)  # [B, S, K]
+            total -= logp[:, step_pos].gather(-1, tokens[:, step_pos, None]).sum().item()
+            inputs[:, step_pos] = tokens[:, step_pos]
+            pos += count
+    expected = total / math.log(2) / len(tokens)
+    cost = compression_cost(model, tokens, num_steps=5, order_seed=7, batch_size=4)
+    assert cost["bits_per_image"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_trained_model_compresses_structured_tokens() -> None:

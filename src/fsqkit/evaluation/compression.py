@@ -64,10 +64,15 @@ def compression_cost(
             inputs = torch.full_like(x, config.mask_id)
             pos = 0
             for count in schedule:
-                step_pos = order[pos : pos + count].to(device)
-                logp = torch.log_softmax(model(inputs, lab).float(), dim=-1)  # [b, S, K]
+                # Only this step's positions need logits (the output head is the
+                # largest product); ascending, as boolean selection returns them.
+                step_pos = order[pos : pos + count].sort().values.to(device)
+                select = torch.zeros(s, dtype=torch.bool, device=device)
+                select[step_pos] = True
+                logits = model(inputs, lab, select=select.expand(len(x), s))  # [b * count, K]
+                logp = torch.log_softmax(logits.float(), dim=-1)
                 target = x[:, step_pos]  # [b, count]
-                total -= logp[:, step_pos].gather(-1, target[..., None]).sum().item()
+                total -= logp.gather(-1, target.reshape(-1, 1)).sum().item()
                 inputs[:, step_pos] = target
                 pos += count
     finally:
