@@ -57,6 +57,21 @@ def test_save_load_roundtrip(tmp_path):
     assert torch.equal(tok.reconstruct(x), back.reconstruct(x))
 
 
+def test_load_channels_last_keeps_the_model(tmp_path):
+    cfg = TokenizerConfig(image_size=16, channel_mult=(1, 2), **TINY)
+    tok = Tokenizer(cfg).eval()
+    tok.save(str(tmp_path / "tok"))
+    nhwc = Tokenizer.load(str(tmp_path / "tok"), channels_last=True)
+    conv = next(m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(64, 3, 16, 16)
+    same = (tok.encode(x) == nhwc.encode(x)).float().mean().item()
+    assert same > 0.99  # only latents on a bin edge may round the other way
+    torch.testing.assert_close(
+        nhwc.decode(tok.encode(x)), tok.decode(tok.encode(x)), atol=1e-4, rtol=0
+    )
+
+
 def test_vq_tokenizer_adds_aux_loss():
     cfg = TokenizerConfig(
         quantizer="vq",

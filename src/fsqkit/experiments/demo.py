@@ -301,8 +301,8 @@ def _count_usage(m: dict[str, float], encode: Any, codebook_size: int, data: Ima
     of ``data``; the value measured on the (smaller) evaluation set is kept as
     ``usage_eval_crops``."""
     counts = torch.zeros(codebook_size, dtype=torch.long)
-    for i in range(0, len(data), 512):
-        counts += code_counts(encode(data.batch(slice(i, i + 512))).cpu(), codebook_size)
+    for i in range(0, len(data), 128):  # small batches stay in cache: ~2x faster than 512
+        counts += code_counts(encode(data.batch(slice(i, i + 128))).cpu(), codebook_size)
     m["usage_eval_crops"] = m["usage"]
     m["codes_used"] = float((counts > 0).sum())
     m["usage"] = usage_fraction(counts)
@@ -337,7 +337,12 @@ def _train_tokenizers(
     }
     done = run_jobs(_train_worker, jobs, cfg.side_by_side)
     return {
-        name: TrainResult(Tokenizer.load(trainers[name].out_dir), m, trainers[name].out_dir, s)
+        name: TrainResult(
+            Tokenizer.load(trainers[name].out_dir, channels_last=True),  # faster inference
+            m,
+            trainers[name].out_dir,
+            s,
+        )
         for name, (m, s) in done.items()
     }
 

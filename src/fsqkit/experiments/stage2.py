@@ -133,7 +133,7 @@ def run_stage2(
             )
     done = run_jobs(_stage2_job, jobs, enabled)
     for name, tok_dir in runs.items():
-        tokenizer = Tokenizer.load(tok_dir)
+        tokenizer = Tokenizer.load(tok_dir, channels_last=True)
         m, samples = done[name]
         metrics[name] = m
         grid_rows.append(samples)
@@ -215,7 +215,7 @@ def _stage2_job(
     """One tokenizer's stage II (here or in a worker process): its metrics and the
     first 12 samples for the grid."""
     m, ev = train_and_evaluate_maskgit(
-        Tokenizer.load(tok_dir),
+        Tokenizer.load(tok_dir, channels_last=True),
         tok_dir,
         val,
         cfg,
