@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fsqkit.data import build_dataset
+from fsqkit.experiments.demo import demo_config
 from fsqkit.experiments.report import Report
 from fsqkit.experiments.stage2 import Stage2Config, run_stage2, stage2_config
 from fsqkit.tokenizer import Tokenizer, TokenizerConfig
@@ -53,5 +54,9 @@ def test_stage2_reports_fsq_and_vq_side_by_side(tmp_path, capsys) -> None:
     assert "Stage II: MaskGIT samples" in capsys.readouterr().out
 
 
-def test_stage2_presets_follow_stage1_budget() -> None:
-    assert stage2_config(30).steps < stage2_config(300).steps < stage2_config(3000).steps
+def test_stage2_preset_follows_the_demo_preset_not_the_steps() -> None:
+    assert stage2_config("quick").steps < stage2_config().steps < stage2_config("full").steps
+    assert demo_config("quick").stage2 == "quick" and demo_config("full").stage2 == "full"
+    assert demo_config("default", steps=5000).stage2 == "default"  # --steps: stage I only
+    with pytest.raises(ValueError, match="unknown stage-II preset 'huge'"):
+        stage2_config("huge")

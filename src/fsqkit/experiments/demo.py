@@ -69,6 +69,9 @@ class DemoConfig:
         vq_entropy_weight: MaskGIT's entropy penalty (the paper: 0.1, temperature
             0.01). Off by default: with reseeding it is not needed for usage, and at
             our loss scale it pulled the encoder away from colour (docs/tokenizer.md).
+        stage2: the stage-II (MaskGIT) preset, ``quick`` / ``default`` / ``full``
+            (:data:`fsqkit.experiments.stage2.STAGE2_PRESETS`); set by the demo
+            preset, not by ``steps``.
         seed: one seed for data, init and batches of both runs.
         side_by_side: train the two tokenizers at the same time in two worker
             processes, each with half of this process's torch threads (one each
@@ -97,6 +100,7 @@ class DemoConfig:
     vq_kmeans_init: bool = True
     vq_reseed_dead: bool = True
     vq_entropy_weight: float = 0.0
+    stage2: str = "default"
     seed: int = 0
     side_by_side: bool = True
     progress: bool = True
@@ -110,6 +114,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_images": 128,
         "usage_images": 256,
         "stage2_val_images": 128,
+        "stage2": "quick",
     },
     # The README's main job: about 6.5 minutes in all on a 2-core CPU, 4 of them
     # for stage I (the two tokenizers side by side, one core each).
@@ -122,6 +127,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_images": 4096,
         "usage_images": 16384,
         "stage2_val_images": 4096,
+        "stage2": "full",
     },
 }
 

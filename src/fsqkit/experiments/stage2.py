@@ -61,14 +61,21 @@ class Stage2Config:
     decode_steps: int = 12
 
 
-def stage2_config(stage1_steps: int) -> Stage2Config:
-    """Stage-II budget matching the demo preset (quick / default / full), chosen by
-    the stage-I step count so that the demo's presets need no extra flag."""
-    if stage1_steps < 100:  # --quick: a smoke run
-        return Stage2Config(steps=20, dim=32, depth=1, num_samples=64, decode_steps=8)
-    if stage1_steps >= 3000:  # --full
-        return Stage2Config(steps=5000, dim=256, depth=4, batch_size=64, num_samples=1000)
-    return Stage2Config()
+STAGE2_PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"steps": 20, "dim": 32, "depth": 1, "num_samples": 64, "decode_steps": 8},
+    "default": {},
+    "full": {"steps": 5000, "dim": 256, "depth": 4, "batch_size": 64, "num_samples": 1000},
+}
+
+
+def stage2_config(preset: str = "default") -> Stage2Config:
+    """The stage-II budget of a demo preset (``quick`` / ``default`` / ``full``;
+    ``DemoConfig.stage2`` names it, so ``--steps`` changes stage I only)."""
+    if preset not in STAGE2_PRESETS:
+        raise ValueError(
+            f"unknown stage-II preset {preset!r}; expected one of {sorted(STAGE2_PRESETS)}"
+        )
+    return Stage2Config(**STAGE2_PRESETS[preset])
 
 
 def run_stage2(
@@ -82,10 +89,10 @@ def run_stage2(
     evaluate against ``val``, add a table and a sample grid to ``report``.
 
     ``demo_cfg`` is the demo's ``DemoConfig`` (its ``out``, ``seed``,
-    ``train_images``, ``stage2_val_images``, ``progress`` and ``steps`` are used).
+    ``train_images``, ``stage2_val_images``, ``progress`` and ``stage2`` are used).
     Returns the metrics per method.
     """
-    cfg = cfg or stage2_config(demo_cfg.steps)
+    cfg = cfg or stage2_config(getattr(demo_cfg, "stage2", "default"))
     extractor = RandomConvFeatures()
     real = val.batch(slice(None))
     real_f = extractor(real)  # once: every row is measured against the same features
