@@ -189,6 +189,19 @@ def test_split_replaces_dead_code_by_halves_of_the_most_used_code():
     torch.testing.assert_close(vq.cluster_size, torch.tensor([2.5, 2.5, 1.0]))
 
 
+def test_entropy_penalty_only_where_it_can_train():
+    vq = VectorQuantizer(4, 16, learning="loss", entropy_weight=0.1)
+    z = torch.randn(32, 4)
+    assert vq(z).losses["entropy"] != 0  # training
+    vq.eval()
+    assert vq(z).losses["entropy"] != 0  # eval with gradients (a validation loss)
+    with torch.no_grad():
+        out = vq(z)
+    assert out.losses["entropy"] == 0  # inference: skipped
+    with torch.no_grad():
+        assert torch.equal(out.indices, vq(z).indices)
+
+
 def test_empty_batch_and_bf16_input():
     vq = VectorQuantizer(4, 8, reseed_dead=True, entropy_weight=0.1)
     out = vq(torch.randn(0, 4))
