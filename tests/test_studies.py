@@ -55,6 +55,8 @@ def test_grid_writes_table_figure_and_cells(grid):
     for cell in data["cells"]:
         m = cell["metrics"]
         assert 0 < m["usage"] <= 1 and m["codes_used"] == round(m["usage"] * cell["codes"])
+        # usage on 64 held-out crops (their first 32 give the other metrics): never less
+        assert m["usage_images"] == 64 and m["usage"] >= m["usage_val_crops"] > 0
         assert m["raw_bits_per_image"] == pytest.approx(tokens * math.log2(cell["codes"]))
         assert all(math.isfinite(m[k]) for k in ("psnr", "recon_fd", "sample_fd", "bits_per_image"))
         assert os.path.isfile(os.path.join(out, "cells", cell["cell"], "result.json"))

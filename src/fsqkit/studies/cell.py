@@ -26,6 +26,7 @@ from torch import Tensor
 from fsqkit.data import ImageDataset
 from fsqkit.evaluation import FeatureExtractor, frechet_distance_features
 from fsqkit.experiments.stage2 import train_and_evaluate_maskgit
+from fsqkit.metrics.reconstruction import codebook_usage
 from fsqkit.studies.cells import Cell
 from fsqkit.studies.scale import StudyScale
 from fsqkit.tokenizer import TokenizerConfig, TokenizerTrainConfig, train_tokenizer
@@ -42,11 +43,14 @@ class EvalContext:
         val: validation crops ``(N, 3, H, W)`` in ``[0, 1]``.
         extractor: feature extractor of the Fréchet distances and precision/recall.
         real_features: ``extractor(val)``, ``(N, F)``.
+        usage: the held-out crops codebook usage is counted on (``StudyScale.usage_images``),
+            ``None``: the tokenizer's validation crops.
     """
 
     val: ImageDataset
     extractor: FeatureExtractor
     real_features: Tensor
+    usage: ImageDataset | None = None
 
 
 def tokenizer_config(cell: Cell, scale: StudyScale) -> TokenizerConfig:
@@ -123,6 +127,11 @@ def run_cell(
         k: float(tok.metrics[k])
         for k in ("psnr", "ssim", "mse", "usage", "codes_used", "perplexity")
     }
+    if ctx.usage is not None:  # usage on more held-out crops than the other metrics
+        device = next(tok.model.parameters()).device
+        u = codebook_usage(ctx.usage, tok.model.encode, tok.model.codebook_size, device=device)
+        metrics["usage_val_crops"] = metrics["usage"]
+        metrics.update(usage=u["usage"], codes_used=u["codes_used"], usage_images=u["usage_images"])
     metrics["recon_fd"] = _recon_fd(tok.model, ctx)
     s2 = scale.stage2
     gen, _ = train_and_evaluate_maskgit(

@@ -160,7 +160,13 @@ def _eval_context(scale: StudyScale) -> EvalContext:
         scale.data, "val", image_size=scale.image_size, seed=scale.seed, num_images=scale.fd_images
     )
     extractor = RandomConvFeatures()
-    return EvalContext(val, extractor, extractor(val.batch(slice(None))))
+    usage = None
+    if scale.usage_images is not None and scale.usage_images > scale.val_images:
+        usage = build_dataset(
+            scale.data, "val", image_size=scale.image_size, seed=scale.seed,
+            num_images=scale.usage_images,
+        )  # fmt: skip
+    return EvalContext(val, extractor, extractor(val.batch(slice(None))), usage)
 
 
 def _failure(cell: Cell, message: str) -> dict[str, Any]:

@@ -26,6 +26,11 @@ class StudyScale:
         data, image_size, train_images: ``build_dataset`` settings.
         val_images: held-out crops of the reconstruction metrics and codebook usage
             (many: usage counts codes seen at least once).
+        usage_images: codebook usage and codes used are counted on this many
+            held-out crops (encoder only; the first ``val_images`` of them give the
+            other reconstruction metrics). A code counts once seen, so usage needs
+            many tokens per code: 4096 crops of 4x4 tokens are 16 tokens per code
+            at 2^12 (the paper's ImageNet validation: ~3000). ``None``: ``val_images``.
         fd_images: held-out crops (the first of the same split) that reconstructions
             and samples are compared with (Fréchet distance, precision/recall) and
             whose tokens give the compression cost.
@@ -46,6 +51,7 @@ class StudyScale:
     image_size: int = 16
     train_images: int = 4096
     val_images: int = 8192
+    usage_images: int | None = None
     fd_images: int = 1024
     base_channels: int = 16
     channel_mult: tuple[int, ...] = (1, 2, 4)
@@ -64,6 +70,10 @@ class StudyScale:
             raise ValueError(f"threads must be >= 1, got {self.cpu_threads}")
         if not self.log2_sizes:
             raise ValueError("the codebook size list is empty")
+        if self.usage_images is not None and self.usage_images < self.val_images:
+            raise ValueError(
+                f"usage_images ({self.usage_images}) must be >= val_images ({self.val_images})"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +89,7 @@ SCALES: dict[str, StudyScale] = {
         image_size=8,
         train_images=64,
         val_images=32,
+        usage_images=64,
         fd_images=32,
         base_channels=8,
         channel_mult=(1, 2),
@@ -96,6 +107,7 @@ SCALES: dict[str, StudyScale] = {
         image_size=8,
         channel_mult=(1, 2),
         val_images=4096,
+        usage_images=65536,  # 1M tokens: 256 per code at 2^12
         steps=800,
         ckpt_every=200,
         stage2=Stage2Config(
