@@ -1,4 +1,4 @@
-"""Run-directory flags shared by the training commands (``--resume``,
+"""Run-directory flags shared by the training commands (``--resume``, ``--overwrite``,
 ``--eval-every``, ``--ckpt-every``, ``--ckpt-minutes``, ``--keep-checkpoints``,
 ``--log-every``, ``--device``, ``--no-progress``) and the
 :class:`~fsqkit.training.TrainerConfig` they give."""
@@ -13,6 +13,11 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("run")
     r.add_argument(
         "--resume", action="store_true", help="continue from OUT's newest intact checkpoint"
+    )
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an OUT that holds an earlier run (deletes its checkpoints)",
     )
     r.add_argument(
         "--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)"
@@ -48,5 +53,6 @@ def trainer_config_from_args(args: argparse.Namespace):
         keep_checkpoints=args.keep_checkpoints,
         log_every=args.log_every,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )

@@ -319,6 +319,7 @@ def _train_tokenizers(
         name: TrainerConfig(
             out_dir=os.path.join(cfg.out, "runs", name),
             steps=cfg.steps,
+            overwrite=True,  # the report folder's runs start over on every demo run
             log_every=5,
             progress=cfg.progress,
             progress_label=name.upper(),

@@ -116,6 +116,7 @@ def run_stage2(
             out,
             cfg.steps,
             log_every=10,
+            overwrite=True,  # the report folder's runs start over on every demo run
             progress=demo_cfg.progress,
             progress_label=f"MaskGIT {name.upper()}",
             progress_position=i,

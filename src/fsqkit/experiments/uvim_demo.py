@@ -116,7 +116,12 @@ def uvim_demo_config(
 
 def _trainer(cfg: UViMDemoConfig, out: str, steps: int, label: str | None = None) -> TrainerConfig:
     return TrainerConfig(
-        out_dir=out, steps=steps, log_every=10, progress=cfg.progress, progress_label=label
+        out_dir=out,
+        steps=steps,
+        log_every=10,
+        progress=cfg.progress,
+        progress_label=label,
+        overwrite=True,  # the report folder's runs start over on every demo run
     )
 
 

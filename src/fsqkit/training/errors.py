@@ -3,6 +3,8 @@ turns into one-line messages and exit codes.
 
 * :class:`CheckpointCorrupt`: a checkpoint's files fail their checksums or do
   not parse (a ``ValueError``: bad input).
+* :class:`RunDirectoryInUse`: a new (not resumed) run was pointed at a run
+  directory that holds an earlier run's checkpoints (a ``ValueError``).
 * :class:`CheckpointWriteError`: writing a checkpoint failed (disk full,
   permission denied); the previous checkpoint is left as it was.
 * :class:`TrainingStopped`: the trainer stopped on purpose, on every rank at the
@@ -19,6 +21,10 @@ import signal
 
 class CheckpointCorrupt(ValueError):
     """A checkpoint is damaged or incomplete; the message names the file."""
+
+
+class RunDirectoryInUse(ValueError):
+    """A new run would mix with (or prune) an earlier run's checkpoints."""
 
 
 class CheckpointWriteError(OSError):

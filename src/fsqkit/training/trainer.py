@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -35,12 +36,19 @@ import torch
 from torch import nn
 
 from fsqkit.training.checkpoint import load_checkpoint, save_checkpoint
-from fsqkit.training.checkpoint_dirs import checkpoints_dir, find_intact, step_name
+from fsqkit.training.checkpoint_dirs import (
+    checkpoints_dir,
+    find_intact,
+    list_checkpoints,
+    step_name,
+    step_of,
+)
 from fsqkit.training.distributed import DistInfo, all_reduce_max
 from fsqkit.training.errors import (
     CheckpointCorrupt,
     CheckpointSaveFailed,
     CheckpointWriteError,
+    RunDirectoryInUse,
     TrainingDiverged,
     TrainingInterrupted,
 )
@@ -79,6 +87,10 @@ class TrainerConfig:
         keep_checkpoints: number of checkpoints kept on disk (the newest intact
             one is never deleted).
         resume: continue from ``out_dir``'s newest intact checkpoint if there is one.
+        overwrite: a new (not resumed) run in an ``out_dir`` that holds an earlier
+            run's checkpoints deletes them and its ``metrics.jsonl`` first; without
+            it (and without ``resume``) that raises :class:`RunDirectoryInUse`, so
+            an earlier run is never mixed with, pruned or lost by accident.
         progress: show a tqdm progress bar (rank 0).
         progress_label, progress_position: the bar's label and terminal line (for
             runs that train side by side in several processes, one bar each).
@@ -94,6 +106,7 @@ class TrainerConfig:
     log_every: int = 10
     keep_checkpoints: int = 3
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
     progress_label: str | None = None
     progress_position: int | None = None
@@ -253,6 +266,29 @@ class Trainer:
             + " and train again in a new --out directory"
         )
 
+    def _start_fresh(self) -> None:
+        """Step 0 in ``out_dir``: refuse to mix with an earlier run's checkpoints
+        (unless ``overwrite``, which deletes them) and drop the ``metrics.jsonl``
+        records of any earlier run."""
+        root = checkpoints_dir(self.cfg.out_dir)
+        earlier = list_checkpoints(root)
+        if earlier and not (self.cfg.overwrite or self.cfg.resume):
+            raise RunDirectoryInUse(
+                f"{self.cfg.out_dir} already holds a run (checkpoints up to step "
+                f"{step_of(earlier[-1])}); pass --resume to continue it, --overwrite to "
+                f"start over (deletes its checkpoints and metrics.jsonl), or choose "
+                f"another --out"
+            )
+        if self.dist.is_main:
+            if earlier and self.cfg.overwrite:
+                print(
+                    f"note: a new run in {self.cfg.out_dir}: deleting the earlier run's "
+                    f"{len(earlier)} checkpoint(s)",
+                    file=sys.stderr,
+                )
+                shutil.rmtree(root)
+            self.logger.truncate_after(0)  # records of an earlier run that left no checkpoint
+
     def _ckpt_due(self) -> bool:
         minutes = self.cfg.ckpt_minutes
         return minutes > 0 and time.monotonic() - self._last_save >= minutes * 60
@@ -265,8 +301,11 @@ class Trainer:
 
     def _fit(self, signals: StopSignals) -> dict[str, float]:
         cfg = self.cfg
-        if cfg.resume and self.restore() and self.dist.is_main and cfg.progress:
-            print(f"resumed from step {self.step} in {cfg.out_dir}")
+        if cfg.resume and self.restore():
+            if self.dist.is_main and cfg.progress:
+                print(f"resumed from step {self.step} in {cfg.out_dir}")
+        else:
+            self._start_fresh()
         self._last_save = time.monotonic()
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
         bar = None
