@@ -116,7 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "stage2_val_images": 128,
         "stage2": "quick",
     },
-    # The README's main job: about 6.5 minutes in all on a 2-core CPU, 4 of them
+    # The README's main job: about 5 minutes in all on a 2-core CPU, 3.6 of them
     # for stage I (the two tokenizers side by side, one core each).
     "default": {},
     # A longer, better run (about 10x the default).
