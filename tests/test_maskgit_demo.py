@@ -60,3 +60,5 @@ def test_stage2_preset_follows_the_demo_preset_not_the_steps() -> None:
     assert demo_config("default", steps=5000).stage2 == "default"  # --steps: stage I only
     with pytest.raises(ValueError, match="unknown stage-II preset 'huge'"):
         stage2_config("huge")
+    with pytest.raises(ValueError, match="unknown stage-II preset 'big'"):
+        demo_config("default", stage2="big")  # before any training

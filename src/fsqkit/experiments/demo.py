@@ -30,7 +30,7 @@ from fsqkit.data.io import save_image_grid
 from fsqkit.experiments.baseline import BicubicPaletteBaseline, evaluate_baseline, palette_levels
 from fsqkit.experiments.parallel import describe, run_jobs, side_by_side_threads
 from fsqkit.experiments.report import Report, Table
-from fsqkit.experiments.stage2 import run_stage2
+from fsqkit.experiments.stage2 import STAGE2_PRESETS, run_stage2
 from fsqkit.metrics.reconstruction import codebook_usage
 from fsqkit.tokenizer import (
     Tokenizer,
@@ -104,6 +104,12 @@ class DemoConfig:
     seed: int = 0
     side_by_side: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.stage2 not in STAGE2_PRESETS:  # fail now, not after stage I
+            raise ValueError(
+                f"unknown stage-II preset {self.stage2!r}; expected one of {sorted(STAGE2_PRESETS)}"
+            )
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -24,8 +24,8 @@ class StudyScale:
         name: preset name.
         log2_sizes: default codebook sizes of the codebook-size study (exponents).
         data, image_size, train_images: ``build_dataset`` settings.
-        val_images: held-out crops of the reconstruction metrics and codebook usage
-            (many: usage counts codes seen at least once).
+        val_images: held-out crops of the reconstruction metrics (PSNR, SSIM,
+            perplexity; also of codebook usage when ``usage_images`` is ``None``).
         usage_images: codebook usage and codes used are counted on this many
             held-out crops (encoder only; the first ``val_images`` of them give the
             other reconstruction metrics). A code counts once seen, so usage needs
