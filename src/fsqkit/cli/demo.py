@@ -8,7 +8,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the main job: FSQ vs VQ image tokenizers on built-in photos (about 6-7 minutes on 2 CPU cores)",
+        help="the main job: FSQ vs VQ image tokenizers on built-in photos (about 5 minutes on 2 CPU cores)",
         description="Train an FSQ ([8,5,5,5]) and a VQ (1024 codes) tokenizer with the same "
         "architecture and budget on the built-in photos, compare them with a non-learned "
         "baseline at the same token grid, print one table and write a report folder.",

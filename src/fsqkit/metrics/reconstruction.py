@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from fsqkit.metrics.image import psnr, ssim
-from fsqkit.quantizers.stats import UsageTracker, code_counts, usage_fraction
+from fsqkit.quantizers.stats import UsageTracker
 
 
 @torch.no_grad()
@@ -71,12 +71,11 @@ def codebook_usage(
     Returns:
         ``{"usage", "codes_used", "usage_images"}``.
     """
-    counts = torch.zeros(codebook_size, dtype=torch.long)
+    tracker = UsageTracker(codebook_size)
     for start in range(0, len(data), batch_size):
-        x = data.batch(slice(start, start + batch_size)).to(device)
-        counts += code_counts(encode(x).cpu(), codebook_size)
+        tracker.update(encode(data.batch(slice(start, start + batch_size)).to(device)))
     return {
-        "usage": usage_fraction(counts),
-        "codes_used": float((counts > 0).sum()),
+        "usage": tracker.fraction_used,
+        "codes_used": float(tracker.num_used),
         "usage_images": float(len(data)),
     }
