@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fsqkit.data import build_dataset
-from fsqkit.evaluation import (
+from fsqkit.metrics import (
     PixelClassifier,
     RandomConvFeatures,
     TorchScriptInceptionFeatures,

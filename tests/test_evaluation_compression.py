@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from fsqkit.evaluation import compression_cost
 from fsqkit.maskgit import MaskGITConfig, MaskGITTransformer, decoding_schedule, masked_token_loss
+from fsqkit.maskgit.evaluate import compression_cost
 from tests.single_thread import one_thread  # noqa: F401  (autouse)
 
 

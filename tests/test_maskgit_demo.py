@@ -12,7 +12,7 @@ import torch
 from fsqkit.data import build_dataset
 from fsqkit.experiments.demo import demo_config
 from fsqkit.experiments.report import Report
-from fsqkit.experiments.stage2 import Stage2Config, run_stage2, stage2_config
+from fsqkit.experiments.stage2 import MaskGITBudget, run_stage2, maskgit_budget
 from fsqkit.tokenizer import Tokenizer, TokenizerConfig
 from tests.single_thread import one_thread  # noqa: F401  (autouse)
 
@@ -34,7 +34,7 @@ def test_stage2_reports_fsq_and_vq_side_by_side(tmp_path, capsys) -> None:
     )
     val = build_dataset("embedded", "val", image_size=16, num_images=16)
     report = Report("t")
-    small = Stage2Config(
+    small = MaskGITBudget(
         steps=2, dim=16, depth=1, heads=2, batch_size=8, num_samples=16, decode_steps=4
     )
     metrics = run_stage2(demo_cfg, report, runs, val, small)
@@ -55,10 +55,10 @@ def test_stage2_reports_fsq_and_vq_side_by_side(tmp_path, capsys) -> None:
 
 
 def test_stage2_preset_follows_the_demo_preset_not_the_steps() -> None:
-    assert stage2_config("quick").steps < stage2_config().steps < stage2_config("full").steps
+    assert maskgit_budget("quick").steps < maskgit_budget().steps < maskgit_budget("full").steps
     assert demo_config("quick").stage2 == "quick" and demo_config("full").stage2 == "full"
     assert demo_config("default", steps=5000).stage2 == "default"  # --steps: stage I only
     with pytest.raises(ValueError, match="unknown stage-II preset 'huge'"):
-        stage2_config("huge")
+        maskgit_budget("huge")
     with pytest.raises(ValueError, match="unknown stage-II preset 'big'"):
         demo_config("default", stage2="big")  # before any training

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from fsqkit.data import build_dataset
-from fsqkit.evaluation import evaluate_generation
+from fsqkit.maskgit.evaluate import evaluate_generation
 from fsqkit.maskgit.train import MaskGITTrainConfig, train_maskgit
 from fsqkit.tokenizer import TokenizerConfig, TokenizerTrainConfig, train_tokenizer
 from fsqkit.training import TrainerConfig

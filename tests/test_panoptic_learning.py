@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from fsqkit.data.panoptic import PanopticCategories
-from fsqkit.data.panoptic_logits import decode_panoptic_logits, panoptic_loss
-from fsqkit.data.panoptic_target import encode_panoptic
 from fsqkit.metrics.panoptic import panoptic_quality
+from fsqkit.uvim.tasks.panoptic_logits import decode_panoptic_logits, panoptic_loss
+from fsqkit.uvim.tasks.panoptic_target import encode_panoptic
 from tests.single_thread import one_thread  # noqa: F401  (autouse)
 
 GROUND, SKY, BALL, BOX = 0, 1, 2, 3

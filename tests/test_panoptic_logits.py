@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fsqkit.data.panoptic import PanopticCategories
-from fsqkit.data.panoptic_logits import decode_panoptic_logits, panoptic_loss, panoptic_onehot
+from fsqkit.uvim.tasks.panoptic_logits import decode_panoptic_logits, panoptic_loss, panoptic_onehot
 
 V = -1
 GROUND, SKY, BALL, BOX = 0, 1, 2, 3

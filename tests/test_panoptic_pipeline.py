@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fsqkit.data.panoptic import PanopticDataset
-from fsqkit.data.panoptic_target import decode_panoptic, encode_panoptic
 from fsqkit.metrics.panoptic import PanopticResult, panoptic_quality
+from fsqkit.uvim.tasks.panoptic_target import decode_panoptic, encode_panoptic
 from tests.test_coco_panoptic import GRASS, load, write_dataset
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fsqkit.data.panoptic import PanopticCategories
-from fsqkit.data.panoptic_target import decode_panoptic, encode_panoptic
+from fsqkit.uvim.tasks.panoptic_target import decode_panoptic, encode_panoptic
 
 V = -1  # void
 CATS = PanopticCategories(("ground", "sky", "ball", "box"), (False, False, True, True))

@@ -80,7 +80,7 @@ def test_stage2_side_by_side_equals_one_after_the_other(tmp_path, monkeypatch):
         )
         runs[name] = str(tmp_path / name)
     val = build_dataset("embedded", "val", image_size=16, num_images=16)
-    small = stage2.Stage2Config(
+    small = stage2.MaskGITBudget(
         steps=3, dim=16, depth=1, heads=2, batch_size=8, num_samples=16, decode_steps=4
     )
 

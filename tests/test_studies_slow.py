@@ -17,7 +17,7 @@ import os
 import pytest
 
 from fsqkit.experiments.report import Table
-from fsqkit.studies import QUANTIZER_ROWS, codebook_size
+from fsqkit.experiments.studies import QUANTIZER_ROWS, codebook_size
 
 FSQ = QUANTIZER_ROWS["fsq"]
 VQ_ROWS = [label for key, label in QUANTIZER_ROWS.items() if key != "fsq"]

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from fsqkit.data.dense import build_dense_dataset
 from fsqkit.data.depth_files import load_depth_pairs, load_nyu_mat
-from fsqkit.uvim.data import build_dense_dataset
 
 h5py = pytest.importorskip("h5py")
 

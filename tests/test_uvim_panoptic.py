@@ -17,9 +17,9 @@ from fsqkit.cli import main
 from fsqkit.data.scenes import render_split
 from fsqkit.training import load_checkpoint
 from fsqkit.uvim import OracleConfig, build_dense_dataset, get_task, load_uvim_model
-from fsqkit.uvim.data import dense_task_options
 from fsqkit.uvim.evaluate import evaluate_dense, train_target_mean, trivial_predictor
-from fsqkit.uvim.panoptic_task import PanopticTask, scene_categories
+from fsqkit.uvim.tasks import dense_task_options
+from fsqkit.uvim.tasks.panoptic import PanopticTask, scene_categories
 from fsqkit.uvim.train import load_data
 from tests.single_thread import one_thread  # noqa: F401
 from tests.test_uvim import LAYOUT, S2, tiny_cfg, trainer

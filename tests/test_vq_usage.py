@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fsqkit.cli import main
-from fsqkit.cli.usage_study import run_usage_study
+from fsqkit.experiments.studies import run_usage_study
 
 
 def test_usage_study_vq_plain_vs_tricks_vs_fsq():
@@ -17,12 +17,12 @@ def test_usage_study_vq_plain_vs_tricks_vs_fsq():
 
 
 def test_usage_study_cli_rejects_too_few_codes(capsys):
-    assert main(["usage-study", "--codebook-size", "8", "--clusters", "8"]) == 2
+    assert main(["study", "usage", "--codebook-size", "8", "--clusters", "8"]) == 2
     assert "more codes than clusters" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_usage_study_cli_prints_all_quantizers(capsys):
-    assert main(["usage-study"]) == 0
+    assert main(["study", "usage"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("vq_plain", "vq_reseed", "vq_split", "fsq"))

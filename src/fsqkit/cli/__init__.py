@@ -17,7 +17,6 @@ from collections.abc import Sequence
 # Order here is the order in ``fsqkit --help``.
 COMMAND_MODULES: list[str] = [
     "levels",
-    "usage_study",
     "train_tokenizer",
     "encode",
     "decode",

@@ -1,5 +1,5 @@
 """``fsqkit study {codebook-size,levels,usage}``: the paper's studies in one command
-each (see docs/studies.md). Argument parsing only; the logic is :mod:`fsqkit.studies`."""
+each (see docs/studies.md). Argument parsing only; the logic is :mod:`fsqkit.experiments.studies`."""
 
 from __future__ import annotations
 
@@ -90,19 +90,19 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def _sizes(texts: list[str] | None) -> list[int] | None:
-    from fsqkit.studies.cells import parse_size
+    from fsqkit.experiments.studies.cells import parse_size
 
     return None if texts is None else [parse_size(t) for t in texts]
 
 
 def run_codebook_size(args: argparse.Namespace) -> int:
-    from fsqkit.studies import codebook_size
+    from fsqkit.experiments.studies import codebook_size
 
     return _run(codebook_size, args, args.quantizers, _sizes(args.sizes))
 
 
 def run_levels(args: argparse.Namespace) -> int:
-    from fsqkit.studies import levels
+    from fsqkit.experiments.studies import levels
 
     return _run(levels, args, _sizes(args.sizes) or [], args.min_levels)
 
@@ -122,7 +122,7 @@ def _run(study: Callable[..., Table], args: argparse.Namespace, *grid: object) -
 
 
 def add_usage_args(p: argparse.ArgumentParser) -> None:
-    """Arguments of the synthetic usage study (also ``fsqkit usage-study``)."""
+    """Arguments of the synthetic usage study."""
     p.add_argument("--codebook-size", type=int, default=125)
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--clusters", type=int, default=8)
@@ -133,7 +133,7 @@ def add_usage_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_usage(args: argparse.Namespace) -> int:
-    from fsqkit.studies import run_usage_study
+    from fsqkit.experiments.studies import run_usage_study
 
     result = run_usage_study(
         codebook_size=args.codebook_size,

@@ -9,17 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from fsqkit.cli.arg_types import int_list
 from fsqkit.cli.run_args import add_run_args, trainer_config_from_args
 from fsqkit.data import DATA_SPECS
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.replace(" ", "").split(",") if t]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +21,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--quantizer", default="fsq", help="registered quantizer name (fsq, vq, residual_fsq, ...)"
     )
     g.add_argument(
-        "--levels", type=_int_list, default=[8, 5, 5, 5], help="FSQ levels (default 8,5,5,5)"
+        "--levels", type=int_list, default=[8, 5, 5, 5], help="FSQ levels (default 8,5,5,5)"
     )
     g.add_argument(
         "--codebook-size", type=int, default=1024, help="VQ codebook size (default 1024)"
@@ -60,7 +52,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     a.add_argument("--base-channels", type=int, default=32)
     a.add_argument(
         "--channel-mult",
-        type=_int_list,
+        type=int_list,
         default=None,
         help="per-stage multipliers, e.g. 1,2,2 (f=4)",
     )

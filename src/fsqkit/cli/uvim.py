@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from fsqkit.cli.arg_types import int_list
 from fsqkit.cli.run_args import add_run_args, trainer_config_from_args
-from fsqkit.cli.train_tokenizer import _int_list
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def _add_arch_args(p: argparse.ArgumentParser) -> None:
     a.add_argument("--base-channels", type=int, default=32)
     a.add_argument(
         "--channel-mult",
-        type=_int_list,
+        type=int_list,
         default=[1, 2, 2],
         help="per-stage multipliers (default 1,2,2: tokens at 1/4 resolution)",
     )
@@ -54,7 +54,7 @@ def _add_arch_args(p: argparse.ArgumentParser) -> None:
 def _add_quantizer_args(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group("quantizer")
     q.add_argument("--quantizer", default="fsq", help="registered quantizer name (fsq, vq, ...)")
-    q.add_argument("--levels", type=_int_list, default=[7, 5, 5, 5, 5], help="FSQ levels")
+    q.add_argument("--levels", type=int_list, default=[7, 5, 5, 5, 5], help="FSQ levels")
     q.add_argument("--codebook-size", type=int, default=4096, help="VQ codes (default 4096)")
     q.add_argument("--latent-channels", type=int, default=None, help="VQ bottleneck width (32)")
     q.add_argument("--split-codes", action="store_true", help="VQ: UViM's code splitting")
@@ -77,7 +77,7 @@ def _train_config(args: argparse.Namespace, task: str):
 
 def _task_options(args: argparse.Namespace) -> dict:
     """Task options from the data source (a COCO JSON's classes) and ``--max-instances``."""
-    from fsqkit.uvim.data import dense_task_options
+    from fsqkit.uvim.tasks import dense_task_options
 
     options = dense_task_options(args.data or "") if args.task == "panoptic" else {}
     if args.max_instances is not None:

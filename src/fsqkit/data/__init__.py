@@ -1,6 +1,7 @@
-"""Image data for the tokenizer and stage-II models.
+"""Every data source and dataset type of fsqkit (no task semantics).
 
-``build_dataset(spec, split, image_size=..., seed=...)`` with ``spec`` one of:
+Images for the tokenizer and stage-II models: ``build_dataset(spec, split,
+image_size=..., seed=...)`` with ``spec`` one of:
 
 - ``"embedded"``: crops of the photographs bundled with scikit-image (train) and
   scikit-learn (val); no download.
@@ -9,11 +10,18 @@
 - ``"npz:PATH"``: arrays (key ``images``, optional ``labels`` / ``val_images``).
 
 Every source returns an :class:`ImageDataset` (uint8 ``(N, 3, H, W)`` + labels).
+
+Images with per-pixel targets (depth, semantic and instance maps) for dense
+prediction: :func:`fsqkit.data.dense.build_dense_dataset` (``scenes``, the
+procedural renderer of :mod:`fsqkit.data.scenes`; ``embedded``; NYU Depth v2;
+image + depth pairs; COCO panoptic) returns a :class:`DenseDataset` whose
+batches are :class:`DenseBatch` es.
 """
 
 from __future__ import annotations
 
 from fsqkit.data.dataset import ImageDataset
+from fsqkit.data.dense import DENSE_DATA_SPECS, DenseBatch, DenseDataset, build_dense_dataset
 from fsqkit.data.digits import digits_dataset
 from fsqkit.data.embedded import embedded_dataset
 from fsqkit.data.files import folder_dataset, npz_dataset
@@ -55,8 +63,12 @@ def build_dataset(
 
 __all__ = [
     "DATA_SPECS",
+    "DENSE_DATA_SPECS",
+    "DenseBatch",
+    "DenseDataset",
     "ImageDataset",
     "build_dataset",
+    "build_dense_dataset",
     "digits_dataset",
     "embedded_dataset",
     "folder_dataset",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -113,3 +114,15 @@ def resize_center_crop(img: Tensor, size: int) -> Tensor:
     top, left = (nh - size) // 2, (nw - size) // 2
     x = x[..., top : top + size, left : left + size]
     return x.round().clamp(0, 255).to(torch.uint8)[0]
+
+
+VAL_FRACTION = 0.1
+
+
+def held_out_split(n: int, split: str, seed: int) -> Tensor:
+    """Indices of ``split`` among ``n`` items: a seeded shuffle, the first ``VAL_FRACTION`` (10%, at least one) val."""
+    if n < 2:
+        raise ValueError(f"need at least 2 images to hold out a validation split, got {n}")
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+    n_val = max(1, round(n * VAL_FRACTION))
+    return perm[:n_val] if split == "val" else perm[n_val:]

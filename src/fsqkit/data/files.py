@@ -14,19 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fsqkit.data.dataset import ImageDataset, resize_center_crop, to_uint8_chw
+from fsqkit.data.dataset import ImageDataset, held_out_split, resize_center_crop, to_uint8_chw
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-VAL_FRACTION = 0.1
-
-
-def _split(n: int, split: str, seed: int) -> Tensor:
-    """Indices of ``split`` among ``n`` items: a seeded shuffle, the first 10% val."""
-    if n < 2:
-        raise ValueError(f"need at least 2 images to hold out a validation split, got {n}")
-    perm = torch.from_numpy(np.random.default_rng(seed).permutation(n))
-    n_val = max(1, round(n * VAL_FRACTION))
-    return perm[:n_val] if split == "val" else perm[n_val:]
 
 
 def _list_images(root: str) -> tuple[list[str], list[int], list[str]]:
@@ -67,7 +57,7 @@ def folder_dataset(path: str, split: str, *, image_size: int = 32, seed: int = 0
             f"folder data: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path!r} "
             f"or its immediate sub-folders"
         )
-    idx = _split(len(paths), split, seed)
+    idx = held_out_split(len(paths), split, seed)
     imgs = []
     for i in idx.tolist():
         p = paths[i]
@@ -130,7 +120,7 @@ def npz_dataset(path: str, split: str, *, image_size: int = 32, seed: int = 0) -
     x = _npz_images(images, what=f"{path}:{key}", image_size=image_size)
     y = None if labels is None else torch.from_numpy(labels.astype(np.int64))
     if not explicit_val:
-        idx = _split(x.shape[0], split, seed)
+        idx = held_out_split(x.shape[0], split, seed)
         x = x[idx]
         y = None if y is None else y[idx]
     num_classes = 0 if y is None else int(y.max()) + 1

@@ -11,7 +11,7 @@ A panoptic label of an image is a pair of integer maps ``[H, W]``:
 A segment is the set of pixels sharing ``(class, instance)`` (things) or
 ``class`` (stuff). :class:`PanopticCategories` says which classes are things;
 the metric (:mod:`fsqkit.metrics.panoptic`), the UViM target encoding
-(:mod:`fsqkit.data.panoptic_target`) and the loaders all use it.
+(:mod:`fsqkit.uvim.tasks.panoptic_target`) and the loaders all use it.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from fsqkit.data.io import save_image_grid
 from fsqkit.experiments.baseline import BicubicPaletteBaseline, evaluate_baseline, palette_levels
 from fsqkit.experiments.parallel import describe, run_jobs, side_by_side_threads
 from fsqkit.experiments.report import Report, Table
-from fsqkit.experiments.stage2 import STAGE2_PRESETS, run_stage2
+from fsqkit.experiments.stage2 import MASKGIT_BUDGETS, run_stage2
 from fsqkit.metrics.reconstruction import codebook_usage
 from fsqkit.tokenizer import (
     Tokenizer,
@@ -70,7 +70,7 @@ class DemoConfig:
             0.01). Off by default: with reseeding it is not needed for usage, and at
             our loss scale it pulled the encoder away from colour (docs/tokenizer.md).
         stage2: the stage-II (MaskGIT) preset, ``quick`` / ``default`` / ``full``
-            (:data:`fsqkit.experiments.stage2.STAGE2_PRESETS`); set by the demo
+            (:data:`fsqkit.experiments.stage2.MASKGIT_BUDGETS`); set by the demo
             preset, not by ``steps``.
         seed: one seed for data, init and batches of both runs.
         side_by_side: train the two tokenizers at the same time in two worker
@@ -106,9 +106,9 @@ class DemoConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.stage2 not in STAGE2_PRESETS:  # fail now, not after stage I
+        if self.stage2 not in MASKGIT_BUDGETS:  # fail now, not after stage I
             raise ValueError(
-                f"unknown stage-II preset {self.stage2!r}; expected one of {sorted(STAGE2_PRESETS)}"
+                f"unknown stage-II preset {self.stage2!r}; expected one of {sorted(MASKGIT_BUDGETS)}"
             )
 
 

@@ -5,7 +5,7 @@ trains one small unconditional MaskGIT transformer on each tokenizer's tokens of
 the same training crops (same architecture, steps, seed), samples from both and
 reports side by side: Fréchet distance / precision / recall of the samples
 against the held-out crops in the offline random-conv feature space
-(:mod:`fsqkit.evaluation.features`; not an Inception FID), the compression cost
+(:mod:`fsqkit.metrics.features`; not an Inception FID), the compression cost
 of the held-out crops' tokens, and the share of the codebook the samples use.
 Two reference rows frame the numbers: the tokenizer's own reconstructions of the
 held-out crops (the best samples could do through this tokenizer) and uniformly
@@ -23,24 +23,18 @@ import torch
 
 from fsqkit.data import ImageDataset
 from fsqkit.data.io import save_image_grid
-from fsqkit.evaluation import (
-    FeatureExtractor,
-    GenerationEval,
-    RandomConvFeatures,
-    evaluate_generation,
-    frechet_distance_features,
-    precision_recall,
-)
 from fsqkit.experiments.parallel import describe, run_jobs, side_by_side_threads
 from fsqkit.experiments.report import Report, Table
+from fsqkit.maskgit.evaluate import GenerationEval, evaluate_generation
 from fsqkit.maskgit.train import MaskGITTrainConfig, train_maskgit
+from fsqkit.metrics import FeatureExtractor, RandomConvFeatures, feature_quality
 from fsqkit.quantizers.stats import code_counts
 from fsqkit.tokenizer import Tokenizer
 from fsqkit.training import DistInfo, TrainerConfig
 
 
 @dataclass
-class Stage2Config:
+class MaskGITBudget:
     """MaskGIT settings of the demo (one for both tokenizers).
 
     Attributes:
@@ -61,21 +55,21 @@ class Stage2Config:
     decode_steps: int = 12
 
 
-STAGE2_PRESETS: dict[str, dict[str, Any]] = {
+MASKGIT_BUDGETS: dict[str, dict[str, Any]] = {
     "quick": {"steps": 20, "dim": 32, "depth": 1, "num_samples": 64, "decode_steps": 8},
     "default": {},
     "full": {"steps": 5000, "dim": 256, "depth": 4, "batch_size": 64, "num_samples": 1000},
 }
 
 
-def stage2_config(preset: str = "default") -> Stage2Config:
+def maskgit_budget(preset: str = "default") -> MaskGITBudget:
     """The stage-II budget of a demo preset (``quick`` / ``default`` / ``full``;
     ``DemoConfig.stage2`` names it, so ``--steps`` changes stage I only)."""
-    if preset not in STAGE2_PRESETS:
+    if preset not in MASKGIT_BUDGETS:
         raise ValueError(
-            f"unknown stage-II preset {preset!r}; expected one of {sorted(STAGE2_PRESETS)}"
+            f"unknown stage-II preset {preset!r}; expected one of {sorted(MASKGIT_BUDGETS)}"
         )
-    return Stage2Config(**STAGE2_PRESETS[preset])
+    return MaskGITBudget(**MASKGIT_BUDGETS[preset])
 
 
 def run_stage2(
@@ -83,7 +77,7 @@ def run_stage2(
     report: Report,
     runs: dict[str, str],
     val: ImageDataset,
-    cfg: Stage2Config | None = None,
+    cfg: MaskGITBudget | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train MaskGIT on each tokenizer in ``runs`` (``{"fsq": dir, "vq": dir}``),
     evaluate against ``val``, add a table and a sample grid to ``report``.
@@ -92,19 +86,13 @@ def run_stage2(
     ``train_images``, ``stage2_val_images``, ``progress`` and ``stage2`` are used).
     Returns the metrics per method.
     """
-    cfg = cfg or stage2_config(getattr(demo_cfg, "stage2", "default"))
+    cfg = cfg or maskgit_budget(getattr(demo_cfg, "stage2", "default"))
     extractor = RandomConvFeatures()
     real = val.batch(slice(None))
     real_f = extractor(real)  # once: every row is measured against the same features
 
     def quality(images: torch.Tensor) -> dict[str, float]:
-        f = extractor(images)
-        precision, recall = precision_recall(real_f, f)
-        return {
-            "fd": frechet_distance_features(real_f, f),
-            "precision": precision,
-            "recall": recall,
-        }
+        return feature_quality(real_f, extractor(images))
 
     rows: list[dict[str, Any]] = []
     metrics: dict[str, dict[str, float]] = {}
@@ -213,7 +201,7 @@ def run_stage2(
 def _stage2_job(
     tok_dir: str,
     val: ImageDataset,
-    cfg: Stage2Config,
+    cfg: MaskGITBudget,
     trainer_cfg: TrainerConfig,
     train_images: int | None,
     seed: int,
@@ -241,7 +229,7 @@ def train_and_evaluate_maskgit(
     tokenizer: Tokenizer,
     tok_dir: str,
     val: ImageDataset,
-    cfg: Stage2Config,
+    cfg: MaskGITBudget,
     trainer_cfg: TrainerConfig,
     *,
     num_train_images: int | None,
@@ -256,7 +244,7 @@ def train_and_evaluate_maskgit(
     ``data`` and measure it against ``val`` (``(N, 3, H, W)`` crops).
 
     ``real_features``: ``extractor`` applied to all of ``val``. Returns the
-    metrics of :func:`~fsqkit.evaluation.evaluate_generation` plus
+    metrics of :func:`~fsqkit.maskgit.evaluate.evaluate_generation` plus
     ``sample_usage`` (share of the codebook the re-encoded samples use),
     ``train_seconds`` and ``eval_seconds``, and the evaluation itself.
     """

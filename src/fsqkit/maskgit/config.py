@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from fsqkit.training.config import SavedConfig
 
 
 @dataclass(frozen=True)
-class MaskGITConfig:
+class MaskGITConfig(SavedConfig):
     """Configuration of :class:`~fsqkit.maskgit.model.MaskGITTransformer`.
 
     ``codebook_size`` and ``grid`` come from the stage-I tokenizer's saved config
@@ -68,18 +69,3 @@ class MaskGITConfig:
     def null_class(self) -> int:
         """Label id meaning "no class" (``num_classes``)."""
         return self.num_classes
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["grid"] = list(self.grid)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MaskGITConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(
-                f"unknown MaskGITConfig keys {sorted(unknown)}; expected {sorted(known)}"
-            )
-        return cls(**d)

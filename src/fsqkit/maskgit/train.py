@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from fsqkit.maskgit.config import MaskGITConfig
+from fsqkit.maskgit.evaluate import compression_cost
 from fsqkit.maskgit.loss import masked_token_loss
 from fsqkit.maskgit.model import MaskGITTransformer
 from fsqkit.maskgit.schedule import PAPER_R_MIN
@@ -38,12 +39,14 @@ from fsqkit.training import (
     unwrap,
     wrap_ddp,
 )
-from fsqkit.training.schedule import lr_at
+from fsqkit.training.optim import OptimConfig, lr_at, optimise, set_lr
 
 
 @dataclass
-class MaskGITTrainConfig:
-    """Optimisation and data settings of a MaskGIT run.
+class MaskGITTrainConfig(OptimConfig):
+    """Optimisation and data settings of a MaskGIT run (the optimiser fields of
+    :class:`~fsqkit.training.optim.OptimConfig`: AdamW, the paper's betas
+    ``(0.9, 0.96)`` and weight decay 0.045, 50 warm-up steps, batch 64).
 
     Attributes:
         data: data spec the tokens are encoded from (``digits``, ``embedded``, ...).
@@ -51,14 +54,11 @@ class MaskGITTrainConfig:
             = the data set's defaults).
         tokenizer: path of the stage-I tokenizer (run or checkpoint directory).
         class_conditional: condition on labels (``None``: if the data has labels).
-        batch_size: per-process batch size.
-        lr, betas, weight_decay, warmup_steps, min_lr_ratio, grad_clip: AdamW and
-            its schedule (warm-up, then cosine decay to ``min_lr_ratio * lr``).
         r_min: lower bound of ``r`` in the masking schedule (paper: 0.2972).
         label_smoothing, label_drop: of the loss / for classifier-free guidance.
         eval_steps: decoding steps of the deterministic schedule for the
             validation compression cost.
-        seed: model init, batches and masks.
+        seed (inherited): also seeds the masks.
     """
 
     data: str = "digits"
@@ -67,32 +67,22 @@ class MaskGITTrainConfig:
     tokenizer: str = ""
     class_conditional: bool | None = None
     batch_size: int = 64
-    lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.96)
     weight_decay: float = 0.045
     warmup_steps: int = 50
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
     r_min: float = PAPER_R_MIN
     label_smoothing: float = 0.1
     label_drop: float = 0.1
     eval_steps: int = 8
-    seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        super().__post_init__()
         if not 0.0 <= self.r_min <= 1.0:
             raise ValueError(f"r_min must be in [0, 1], got {self.r_min}")
         for name in ("label_smoothing", "label_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("warmup_steps, weight_decay and grad_clip must be >= 0")
 
 
 def config_from_tokenizer(
@@ -228,8 +218,7 @@ class MaskGITTask:
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.cfg
         lr = lr_at(step, self.total_steps, cfg)  # same warm-up + cosine rule as stage I
-        for g in self.opt.param_groups:
-            g["lr"] = lr
+        set_lr(self.opt, lr)
         tokens, labels = self._batch(self.train_tokens, self.sampler.indices(step))
         # Masks and label drops are a pure function of (seed, step, rank): exact resume.
         gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 64 + self.dist.rank)
@@ -242,19 +231,13 @@ class MaskGITTask:
             label_drop=cfg.label_drop,
             generator=gen,
         )
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.opt.step()
+        optimise(self.opt, loss, self.model.parameters(), cfg.grad_clip)
         return {**metrics, "lr": lr}
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
         """Validation masked-token loss/accuracy (fixed masks) and compression cost.
         Every rank evaluates the small validation set alone: no collectives."""
-        from fsqkit.evaluation.compression import compression_cost
-
         model = self.model
         was = model.training
         model.eval()

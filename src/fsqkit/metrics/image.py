@@ -1,4 +1,4 @@
-"""Image reconstruction metrics: PSNR and SSIM (torch, batched).
+"""Image metrics: PSNR and SSIM (reconstruction), colourfulness (torch, batched).
 
 Images are ``(B, C, H, W)`` floats in ``[0, data_range]``. SSIM follows Wang et
 al. 2004 with an 11x11 Gaussian window (sigma 1.5), ``K1 = 0.01``, ``K2 = 0.03``,
@@ -62,3 +62,13 @@ def ssim(
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(1).float()
+
+
+def colorfulness(images: Tensor) -> Tensor:
+    """Hasler & Süsstrunk's colourfulness ``(B,)`` of ``(B, 3, H, W)`` images in
+    ``[0, 1]``, on the 0-255 scale (0 for gray images)."""
+    r, g, b = (images * 255.0).unbind(1)
+    rg, yb = (r - g).flatten(1), (0.5 * (r + g) - b).flatten(1)
+    std = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False)).sqrt()
+    mean = (rg.mean(1).pow(2) + yb.mean(1).pow(2)).sqrt()
+    return std + 0.3 * mean

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from fsqkit.training.config import SavedConfig
 
 ALLOWED_FACTORS = (2, 4, 8, 16)
 
 
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(SavedConfig):
     """Architecture of a VQGAN-style tokenizer.
 
     Attributes:
@@ -86,19 +88,6 @@ class TokenizerConfig:
     def token_grid(self) -> int:
         """Token grid side for ``image_size`` images."""
         return self.image_size // self.downsample_factor
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["channel_mult"] = list(self.channel_mult)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TokenizerConfig fields: {sorted(unknown)}")
-        return cls(**d)
 
     @staticmethod
     def channel_mult_for(factor: int, widths: tuple[int, ...] = (1, 2, 2, 4, 4)) -> tuple[int, ...]:

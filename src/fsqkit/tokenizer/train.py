@@ -40,23 +40,20 @@ from fsqkit.training import (
     unwrap,
     wrap_ddp,
 )
-from fsqkit.training.schedule import lr_at
+from fsqkit.training.optim import OptimConfig, lr_at, optimise, set_lr
 
 USAGE_WINDOW = 20  # steps in the progress bar's "live" codebook usage
 
 
 @dataclass
-class TokenizerTrainConfig:
-    """Optimisation and data settings of a tokenizer run.
+class TokenizerTrainConfig(OptimConfig):
+    """Optimisation and data settings of a tokenizer run (the optimiser fields
+    of :class:`~fsqkit.training.optim.OptimConfig`, Adam betas ``(0.5, 0.99)``).
 
     Attributes:
         data: data spec (``embedded``, ``digits``, ``folder:PATH``, ``npz:PATH``).
         num_train_images, num_val_images: crop counts (``embedded`` only; ``None``
             = defaults 4096 / 512).
-        batch_size: per-process batch size.
-        lr, betas, weight_decay: Adam(W) settings; ``warmup_steps`` linear warm-up,
-            then cosine decay to ``min_lr_ratio * lr`` at the last step.
-        grad_clip: max gradient norm (0: off).
         channels_last: train with NHWC tensors (``torch.channels_last``): the
             same model, about 15% faster per step on CPU for the demo's tokenizer.
         recon_loss: ``"l1"``, ``"l2"`` or ``"l1+l2"``.
@@ -64,7 +61,6 @@ class TokenizerTrainConfig:
             ``disc_start`` steps and scaled by VQGAN's adaptive weight.
         perceptual_weight / perceptual_weights: perceptual loss weight and a local
             VGG16 weights file; without the file the loss is off (a message says so).
-        seed: seeds the model init and the per-step batches.
         eval_batch_size: batch size of evaluation.
         grid_images: originals/reconstructions shown in ``recon.png``.
     """
@@ -72,13 +68,7 @@ class TokenizerTrainConfig:
     data: str = "embedded"
     num_train_images: int | None = None
     num_val_images: int | None = None
-    batch_size: int = 32
-    lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.99)
-    weight_decay: float = 0.0
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
     channels_last: bool = True
     recon_loss: str = "l2"
     disc_weight: float = 0.0
@@ -86,20 +76,15 @@ class TokenizerTrainConfig:
     disc_lr: float | None = None
     perceptual_weight: float = 0.0
     perceptual_weights: str | None = None
-    seed: int = 0
     eval_batch_size: int = 256
     grid_images: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        super().__post_init__()
         if self.recon_loss not in RECON_LOSSES:
             raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("disc_weight", "perceptual_weight", "grad_clip", "warmup_steps", "disc_start"):
+        for name in ("disc_weight", "perceptual_weight", "disc_start"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.perceptual_weights is not None and not os.path.isfile(self.perceptual_weights):
@@ -214,8 +199,7 @@ class TokenizerTask:
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.cfg
         lr = lr_at(step, self.total_steps, cfg)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
+        set_lr(self.opt, lr)
         x = self.train_data.batch(self.sampler.indices(step)).to(self.dist.device)
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)
@@ -239,11 +223,7 @@ class TokenizerTask:
             loss = loss + d_w * g_loss
             self.disc.requires_grad_(True)
             metrics.update(g_loss=g_loss.item(), d_weight=d_w.item())
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.opt.step()
+        optimise(self.opt, loss, self.model.parameters(), cfg.grad_clip)
         if gan_on:
             metrics["d_loss"] = self._disc_step(target, out.recon.detach())
         metrics.update(

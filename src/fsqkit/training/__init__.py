@@ -6,6 +6,8 @@
   safetensors + JSON + optimizer/RNG checkpoints.
 - :mod:`fsqkit.training.errors`: how a run stops early (SIGINT/SIGTERM,
   divergence, a failed write) and how a checkpoint fails (corrupt, unwritable).
+- :class:`OptimConfig`, :func:`lr_at`: the shared optimiser settings and schedule;
+  :class:`SavedConfig`: (de)serialisation of model configs.
 - :class:`StepSampler`: seeded per-step batches (exact resume, DDP slices).
 - :func:`setup_distributed`, :func:`wrap_ddp`, :func:`unwrap`: ``torchrun`` support.
 - :class:`MetricsLogger`, :func:`read_metrics`: metrics JSON lines.
@@ -19,9 +21,9 @@ from fsqkit.training.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from fsqkit.training.config import SavedConfig
 from fsqkit.training.distributed import (
     DistInfo,
-    all_reduce_mean,
     barrier,
     cleanup_distributed,
     distributed_session,
@@ -40,6 +42,7 @@ from fsqkit.training.errors import (
     TrainingStopped,
 )
 from fsqkit.training.metrics_log import MetricsLogger, read_metrics
+from fsqkit.training.optim import OptimConfig, lr_at
 from fsqkit.training.rng import get_rng_state, seed_everything, set_rng_state
 from fsqkit.training.sampler import StepSampler
 from fsqkit.training.trainer import Trainer, TrainerConfig, TrainTask
@@ -51,7 +54,9 @@ __all__ = [
     "CheckpointWriteError",
     "DistInfo",
     "MetricsLogger",
+    "OptimConfig",
     "RunDirectoryInUse",
+    "SavedConfig",
     "StepSampler",
     "TrainTask",
     "Trainer",
@@ -59,7 +64,6 @@ __all__ = [
     "TrainingDiverged",
     "TrainingInterrupted",
     "TrainingStopped",
-    "all_reduce_mean",
     "atomic_write_text",
     "barrier",
     "cleanup_distributed",
@@ -67,6 +71,7 @@ __all__ = [
     "get_rng_state",
     "has_checkpoint",
     "load_checkpoint",
+    "lr_at",
     "read_metrics",
     "replicas_in_sync",
     "resolve_checkpoint",

@@ -174,18 +174,6 @@ def all_reduce_max(values: list[int], info: DistInfo) -> list[int]:
     return [int(v) for v in t.tolist()]
 
 
-def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:
-    """Average scalar metrics over ranks (a collective: call on every rank with
-    the same keys in the same order)."""
-    if not info.distributed or not values:
-        return values
-    keys = list(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=info.device)
-    dist.all_reduce(t)
-    t /= info.world_size
-    return dict(zip(keys, t.tolist()))
-
-
 @torch.no_grad()
 def replicas_in_sync(module: nn.Module, info: DistInfo) -> bool:
     """True when every rank holds bit-identical parameters (a collective: call it

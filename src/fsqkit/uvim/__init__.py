@@ -4,10 +4,10 @@ colours, a panoptic map) conditioned on the image through an FSQ or VQ
 bottleneck; a stage-II transformer predicts those tokens from the image alone; the oracle's decoder
 turns them into the prediction. A direct regression baseline says what the
 token language buys. Tasks live in a registry (:mod:`fsqkit.uvim.tasks`; panoptic
-segmentation: :mod:`fsqkit.uvim.panoptic_task`)."""
+segmentation: :mod:`fsqkit.uvim.tasks.panoptic`)."""
 
+from fsqkit.data.dense import DENSE_DATA_SPECS, DenseDataset, build_dense_dataset
 from fsqkit.uvim.config import OracleConfig, Stage2Config
-from fsqkit.uvim.data import DENSE_DATA_SPECS, DenseDataset, build_dense_dataset
 from fsqkit.uvim.evaluate import evaluate_dense
 from fsqkit.uvim.model import UViM, load_oracle, load_uvim_model
 from fsqkit.uvim.oracle import DirectModel, Oracle

@@ -4,20 +4,13 @@ vocabulary and token grid from stage I's saved config (never typed twice)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from fsqkit.tokenizer.config import ALLOWED_FACTORS
+from fsqkit.training.config import SavedConfig
 
 STAGE2_DECODERS = ("masked", "autoregressive")
-
-
-def _from_dict(cls, d: dict[str, Any]):
-    known = {f.name for f in fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    return cls(**d)
 
 
 def _check_positive(obj: Any, names: tuple[str, ...]) -> None:
@@ -28,7 +21,7 @@ def _check_positive(obj: Any, names: tuple[str, ...]) -> None:
 
 
 @dataclass
-class OracleConfig:
+class OracleConfig(SavedConfig):
     """Stage I: a conv autoencoder of the task's target, conditioned on the image.
 
     Attributes:
@@ -85,18 +78,9 @@ class OracleConfig:
         g = self.image_size // self.factor
         return (g, g)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["channel_mult"] = list(self.channel_mult)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> OracleConfig:
-        return _from_dict(cls, d)
-
 
 @dataclass
-class Stage2Config:
+class Stage2Config(SavedConfig):
     """Stage II: a transformer that predicts the oracle's tokens from the image.
 
     Attributes:
@@ -144,15 +128,6 @@ class Stage2Config:
     @property
     def mask_id(self) -> int:
         return self.codebook_size
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["grid"], d["channel_mult"] = list(self.grid), list(self.channel_mult)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Stage2Config:
-        return _from_dict(cls, d)
 
     @classmethod
     def from_oracle(cls, oracle: OracleConfig, codebook_size: int, **kwargs: Any) -> Stage2Config:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from fsqkit.data.dense import DenseDataset
 from fsqkit.data.io import save_image_grid
 from fsqkit.quantizers.stats import UsageTracker
-from fsqkit.uvim.data import DenseDataset
 from fsqkit.uvim.tasks import DenseBatch, DenseTask
 
 PredictFn = Callable[[Tensor, DenseBatch], tuple[Tensor, Tensor | None]]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-PAPER_LEVELS = [7, 5, 5, 5, 5]
-PAPER_CODEBOOK_SIZE = 4096
+from fsqkit.quantizers.levels import PAPER_LEVELS
+
+FSQ_LEVELS = PAPER_LEVELS[2**12]  # [7, 5, 5, 5, 5], 4375 codes
+VQ_CODEBOOK_SIZE = 4096
 VQ_LATENT_CHANNELS = 32
 VQ_EMA_DECAY = 0.9
 
@@ -20,13 +22,13 @@ VQ_EMA_DECAY = 0.9
 def quantizer_spec(
     name: str,
     levels: list[int] | None = None,
-    codebook_size: int = PAPER_CODEBOOK_SIZE,
+    codebook_size: int = VQ_CODEBOOK_SIZE,
     split_codes: bool = False,
     latent_channels: int | None = None,
 ) -> tuple[str, dict[str, Any], int | None]:
     """``(registered name, kwargs, latent_channels)`` for an oracle's bottleneck."""
     if name == "fsq":
-        return "fsq", {"levels": list(levels or PAPER_LEVELS)}, latent_channels
+        return "fsq", {"levels": list(levels or FSQ_LEVELS)}, latent_channels
     if name in ("vq", "vq_split"):
         kwargs = {
             "codebook_size": codebook_size,

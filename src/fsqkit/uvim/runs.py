@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fsqkit.data.dense import build_dense_dataset
 from fsqkit.training.checkpoint import load_checkpoint
-from fsqkit.uvim.data import build_dense_dataset
 from fsqkit.uvim.evaluate import evaluate_dense
 from fsqkit.uvim.model import UViM, load_uvim_model
 from fsqkit.uvim.oracle import DirectModel, Oracle

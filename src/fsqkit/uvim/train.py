@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fsqkit.data.dense import DenseDataset, build_dense_dataset
 from fsqkit.quantizers.stats import WindowUsage, code_counts
 from fsqkit.training import (
     DistInfo,
@@ -26,9 +27,8 @@ from fsqkit.training import (
     unwrap,
     wrap_ddp,
 )
-from fsqkit.training.schedule import lr_at
+from fsqkit.training.optim import OptimConfig, lr_at, optimise, set_lr
 from fsqkit.uvim.config import OracleConfig, Stage2Config
-from fsqkit.uvim.data import DenseDataset, build_dense_dataset
 from fsqkit.uvim.evaluate import PredictFn, evaluate_dense, save_prediction_grid
 from fsqkit.uvim.model import UViM, load_oracle
 from fsqkit.uvim.oracle import DirectModel, Oracle
@@ -39,36 +39,21 @@ USAGE_WINDOW = 20
 
 
 @dataclass
-class UViMTrainConfig:
-    """Data and optimisation settings shared by the three UViM runs.
+class UViMTrainConfig(OptimConfig):
+    """Data and optimisation settings shared by the three UViM runs (Adam with the
+    optimiser fields of :class:`~fsqkit.training.optim.OptimConfig`).
 
     Attributes:
         data: ``scenes``, ``embedded``, ``nyu:PATH`` or ``pairs:PATH``.
         num_train, num_val: item counts of generated data (default 2048 / 256).
-        batch_size: per-process batch size.
-        lr, warmup_steps, min_lr_ratio: Adam, linear warm-up then cosine decay.
-        grad_clip: max gradient norm (0: off).
-        seed: model init and per-step batches.
         eval_batch_size, grid_images: evaluation batch and images in ``pred.png``.
     """
 
     data: str = "scenes"
     num_train: int | None = None
     num_val: int | None = None
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
     eval_batch_size: int = 128
     grid_images: int = 8
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 def load_data(
@@ -118,7 +103,9 @@ class _DenseTaskBase:
         self.model = cls(model_cfg).to(self.dist.device)
         self.ddp = wrap_ddp(self.model, self.dist)
         self.params = list(self.model.parameters())
-        self.opt = torch.optim.Adam(self.params, lr=self.cfg.lr, betas=(0.9, 0.99))
+        self.opt = torch.optim.Adam(
+            self.params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay
+        )
         torch.manual_seed(self.cfg.seed + 1 + self.dist.rank)
 
     def _batch(self, step: int) -> tuple[Tensor, DenseBatch]:
@@ -127,13 +114,8 @@ class _DenseTaskBase:
 
     def _optimise(self, step: int, loss: Tensor) -> float:
         lr = lr_at(step, self.total_steps, self.cfg)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-        self.opt.step()
+        set_lr(self.opt, lr)
+        optimise(self.opt, loss, self.params, self.cfg.grad_clip)
         return lr
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -336,6 +318,18 @@ def _fit(task: Any, trainer_cfg: TrainerConfig, dist_info: DistInfo | None) -> R
     return RunResult(unwrap(task.model).eval(), metrics, trainer_cfg.out_dir, trainer.train_seconds)
 
 
+def _train(
+    task_cls: type[OracleTask] | type[DirectTask],
+    model_cfg: OracleConfig,
+    cfg: UViMTrainConfig,
+    trainer_cfg: TrainerConfig,
+    dist_info: DistInfo | None,
+) -> RunResult:
+    os.makedirs(trainer_cfg.out_dir, exist_ok=True)
+    task = task_cls(model_cfg, cfg, trainer_cfg.steps, trainer_cfg.out_dir, dist_info)
+    return _fit(task, trainer_cfg, dist_info)
+
+
 def train_oracle(
     model_cfg: OracleConfig,
     cfg: UViMTrainConfig,
@@ -343,9 +337,17 @@ def train_oracle(
     dist_info: DistInfo | None = None,
 ) -> RunResult:
     """Train (or resume) a stage-I oracle in ``trainer_cfg.out_dir``."""
-    os.makedirs(trainer_cfg.out_dir, exist_ok=True)
-    task = OracleTask(model_cfg, cfg, trainer_cfg.steps, trainer_cfg.out_dir, dist_info)
-    return _fit(task, trainer_cfg, dist_info)
+    return _train(OracleTask, model_cfg, cfg, trainer_cfg, dist_info)
+
+
+def train_direct(
+    model_cfg: OracleConfig,
+    cfg: UViMTrainConfig,
+    trainer_cfg: TrainerConfig,
+    dist_info: DistInfo | None = None,
+) -> RunResult:
+    """Train (or resume) the direct baseline (the oracle's layout, no tokens)."""
+    return _train(DirectTask, model_cfg, cfg, trainer_cfg, dist_info)
 
 
 def train_stage2(
@@ -364,15 +366,3 @@ def train_stage2(
     result = _fit(task, trainer_cfg, dist_info)
     result.model = UViM(task.oracle, unwrap(task.model)).eval()
     return result
-
-
-def train_direct(
-    model_cfg: OracleConfig,
-    cfg: UViMTrainConfig,
-    trainer_cfg: TrainerConfig,
-    dist_info: DistInfo | None = None,
-) -> RunResult:
-    """Train (or resume) the direct baseline."""
-    os.makedirs(trainer_cfg.out_dir, exist_ok=True)
-    task = DirectTask(model_cfg, cfg, trainer_cfg.steps, trainer_cfg.out_dir, dist_info)
-    return _fit(task, trainer_cfg, dist_info)

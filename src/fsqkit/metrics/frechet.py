@@ -1,5 +1,5 @@
 """Fréchet distance between Gaussians fitted to two feature sets (FID when the
-features are Inception-v3 pool features; see :mod:`fsqkit.evaluation.features`).
+features are Inception-v3 pool features; see :mod:`fsqkit.metrics.features`).
 
 ``FD = |μ1 - μ2|² + tr(Σ1 + Σ2 - 2 (Σ1^½ Σ2 Σ1^½)^½)``
 

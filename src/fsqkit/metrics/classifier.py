@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fsqkit.evaluation.features import check_images
+from fsqkit.metrics.features import check_images
 
 
 class PixelClassifier:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from fsqkit.experiments.stage2 import Stage2Config
+from fsqkit.experiments.stage2 import MaskGITBudget
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class StudyScale:
     batch_size: int = 32
     lr: float = 2e-3
     ckpt_every: int = 100
-    stage2: Stage2Config = field(default_factory=Stage2Config)
+    stage2: MaskGITBudget = field(default_factory=MaskGITBudget)
     seed: int = 0
     cpu_threads: int | None = 1
 
@@ -97,7 +97,7 @@ SCALES: dict[str, StudyScale] = {
         steps=3,
         batch_size=8,
         ckpt_every=2,
-        stage2=Stage2Config(
+        stage2=MaskGITBudget(
             steps=3, dim=16, depth=1, heads=2, batch_size=8, num_samples=16, decode_steps=2
         ),
     ),
@@ -110,7 +110,7 @@ SCALES: dict[str, StudyScale] = {
         usage_images=65536,  # 1M tokens: 256 per code at 2^12
         steps=800,
         ckpt_every=200,
-        stage2=Stage2Config(
+        stage2=MaskGITBudget(
             steps=200, dim=64, depth=2, heads=4, batch_size=64, num_samples=256, decode_steps=8
         ),
     ),
@@ -130,7 +130,7 @@ SCALES: dict[str, StudyScale] = {
         lr=2e-4,
         ckpt_every=1000,
         cpu_threads=None,
-        stage2=Stage2Config(
+        stage2=MaskGITBudget(
             steps=20000,
             dim=512,
             depth=8,

@@ -5,7 +5,7 @@ curve it belongs to (``row``, e.g. ``"fsq"`` or ``"vq_maskgit"``), the target
 codebook size (the x axis, ``log2``), and the tokenizer's bottleneck (registered
 quantizer name, its keyword arguments, the latent width). Everything else (the
 encoder/decoder, data, steps, MaskGIT) comes from the study's
-:class:`~fsqkit.studies.scale.StudyScale`.
+:class:`~fsqkit.experiments.studies.scale.StudyScale`.
 
 Quantizer rows of the codebook-size study (:data:`QUANTIZER_ROWS`):
 

@@ -10,8 +10,8 @@ import math
 import os
 from typing import Any
 
-from fsqkit.studies.cells import Cell
-from fsqkit.studies.scale import StudyScale
+from fsqkit.experiments.studies.cells import Cell
+from fsqkit.experiments.studies.scale import StudyScale
 
 # (metric key, panel title, y label)
 PANELS: tuple[tuple[str, str, str], ...] = (

@@ -3,8 +3,8 @@
 Dimension legend: ``B`` batch, ``H, W`` image size, ``C`` classes, ``K``
 ``max_instances``.
 
-The pieces are those of :mod:`fsqkit.data.panoptic_target` and
-:mod:`fsqkit.data.panoptic_logits`:
+The pieces are those of :mod:`~fsqkit.uvim.tasks.panoptic_target` and
+:mod:`~fsqkit.uvim.tasks.panoptic_logits`:
 
 - target (task units): ``encode_panoptic`` of the batch's semantic and instance
   maps, ``(B, 2, H, W)`` int64 (class or void, canonical instance id);
@@ -29,11 +29,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fsqkit.data.dense import DenseBatch
 from fsqkit.data.panoptic import PanopticCategories
-from fsqkit.data.panoptic_logits import decode_panoptic_logits, panoptic_loss, panoptic_onehot
-from fsqkit.data.panoptic_target import encode_panoptic
 from fsqkit.metrics.panoptic import PanopticQuality
-from fsqkit.uvim.tasks import DenseBatch, DenseTask
+from fsqkit.uvim.tasks.base import DenseTask
+from fsqkit.uvim.tasks.panoptic_logits import decode_panoptic_logits, panoptic_loss, panoptic_onehot
+from fsqkit.uvim.tasks.panoptic_target import encode_panoptic
 
 SCENES_STUFF = ("wall", "ground")
 
@@ -130,7 +131,7 @@ class PanopticTask(DenseTask):
             raise ValueError(
                 f"{source} has the classes {list(categories.names)[:8]}... but the task has "
                 f"{list(self.categories.names)[:8]}...; set the task options from the data "
-                f"(fsqkit.uvim.data.dense_task_options; the CLI does it)"
+                f"(fsqkit.uvim.tasks.dense_task_options; the CLI does it)"
             )
 
     def target(self, batch: DenseBatch) -> Tensor:

@@ -1,4 +1,5 @@
-"""Dense data sources for UViM: ``scenes``, ``embedded``, ``nyu:PATH``, ``pairs:PATH``,
+"""Dense data: images with per-pixel targets (depth, semantic and instance maps),
+for UViM-style dense prediction. Sources: ``scenes``, ``embedded``, ``nyu:PATH``, ``pairs:PATH``,
 ``coco-panoptic:JSON,LABEL_DIR,IMAGE_DIR``.
 
 Dimension legend: ``N`` items, ``H = W = image_size``.
@@ -18,13 +19,12 @@ Dimension legend: ``N`` items, ``H = W = image_size``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from fsqkit.data.dataset import held_out_split
 from fsqkit.data.panoptic import PanopticCategories
-from fsqkit.uvim.tasks import DenseBatch
 
 DENSE_DATA_SPECS = (
     "scenes",
@@ -34,6 +34,24 @@ DENSE_DATA_SPECS = (
     "coco-panoptic:JSON,LABEL_DIR,IMAGE_DIR",
 )
 DEFAULT_COUNTS = {"train": 2048, "val": 256}
+
+
+@dataclass
+class DenseBatch:
+    """A batch from a dense data source: ``image (B, 3, H, W)`` float in ``[0, 1]``;
+    optional ``depth (B, 1, H, W)`` metres (0 = unknown), ``semantic`` and
+    ``instance`` ``(B, H, W)`` int64."""
+
+    image: Tensor
+    depth: Tensor | None = None
+    semantic: Tensor | None = None
+    instance: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> DenseBatch:
+        def mv(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return DenseBatch(mv(self.image), mv(self.depth), mv(self.semantic), mv(self.instance))
 
 
 @dataclass
@@ -80,12 +98,6 @@ class DenseDataset:
         )
 
 
-def _held_out(n: int, split: str, seed: int) -> Tensor:
-    from fsqkit.data.files import _split
-
-    return _split(n, split, seed)
-
-
 def build_dense_dataset(
     spec: str, split: str, *, image_size: int = 32, num: int | None = None, seed: int = 0
 ) -> DenseDataset:
@@ -118,20 +130,20 @@ def build_dense_dataset(
 
         loader = load_nyu_mat if kind == "nyu" else load_depth_pairs
         images, depth = loader(path, image_size)
-        idx = _held_out(images.shape[0], split, seed)
+        idx = held_out_split(images.shape[0], split, seed)
         return DenseDataset(images[idx], depth[idx], name=name)
     if kind == "coco-panoptic":
         from fsqkit.data.coco_panoptic import load_coco_panoptic
 
-        ds = load_coco_panoptic(*_coco_paths(spec), image_size=image_size)
-        idx = _held_out(len(ds), split, seed)
+        ds = load_coco_panoptic(*coco_panoptic_paths(spec), image_size=image_size)
+        idx = held_out_split(len(ds), split, seed)
         return DenseDataset(
             ds.images[idx], None, ds.semantic[idx], ds.instance[idx], name, ds.categories
         )
     raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(DENSE_DATA_SPECS)}")
 
 
-def _coco_paths(spec: str) -> tuple[str, str, str]:
+def coco_panoptic_paths(spec: str) -> tuple[str, str, str]:
     parts = spec.partition(":")[2].split(",")
     if len(parts) != 3 or not all(parts):
         raise ValueError(
@@ -139,14 +151,3 @@ def _coco_paths(spec: str) -> tuple[str, str, str]:
             f"'coco-panoptic:panoptic_val2017.json,panoptic_val2017,val2017'"
         )
     return parts[0], parts[1], parts[2]
-
-
-def dense_task_options(spec: str) -> dict[str, Any]:
-    """Task options a data source implies: for ``coco-panoptic:...`` its JSON's
-    class table (``{"categories": ...}``, read from the JSON only); else ``{}``."""
-    if spec.partition(":")[0] != "coco-panoptic":
-        return {}
-    from fsqkit.data.coco_panoptic import read_coco_categories
-    from fsqkit.uvim.panoptic_task import categories_to_options
-
-    return {"categories": categories_to_options(read_coco_categories(_coco_paths(spec)[0]))}

@@ -1,4 +1,4 @@
-"""The synthetic usage study (``fsqkit study usage``, alias ``fsqkit usage-study``):
+"""The synthetic usage study (``fsqkit study usage``):
 codebook usage of VQ without tricks, VQ with tricks and FSQ on clustered
 synthetic data with more codes than clusters.
 

@@ -24,11 +24,11 @@ import torch
 from torch import Tensor
 
 from fsqkit.data import ImageDataset
-from fsqkit.evaluation import FeatureExtractor, frechet_distance_features
 from fsqkit.experiments.stage2 import train_and_evaluate_maskgit
+from fsqkit.experiments.studies.cells import Cell
+from fsqkit.experiments.studies.scale import StudyScale
+from fsqkit.metrics import FeatureExtractor, frechet_distance_features
 from fsqkit.metrics.reconstruction import codebook_usage
-from fsqkit.studies.cells import Cell
-from fsqkit.studies.scale import StudyScale
 from fsqkit.tokenizer import TokenizerConfig, TokenizerTrainConfig, train_tokenizer
 from fsqkit.training import DistInfo, TrainerConfig, atomic_write_text
 

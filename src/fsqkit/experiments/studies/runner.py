@@ -4,10 +4,10 @@ interrupted one, keep going past a failed one, then write the table and plot.
 Study folder::
 
     <out>/study.json      the study's name, scale and cell list
-    <out>/cells/<cell>/   one run folder per cell (see :mod:`fsqkit.studies.cell`)
+    <out>/cells/<cell>/   one run folder per cell (see :mod:`fsqkit.experiments.studies.cell`)
     <out>/table.md        the table (Markdown), failed and missing cells marked
     <out>/table.json      the same rows plus every cell's full result
-    <out>/<plot>.png      the figure (:mod:`fsqkit.studies.plots`)
+    <out>/<plot>.png      the figure (:mod:`fsqkit.experiments.studies.plots`)
 
 A failed cell writes ``<cell>/failed.json`` (the error) and is retried by the
 next run; Ctrl-C writes the table of what is done and re-raises.
@@ -25,13 +25,13 @@ from typing import Any
 import torch
 
 from fsqkit.data import build_dataset
-from fsqkit.evaluation import RandomConvFeatures
 from fsqkit.experiments.report import Table
-from fsqkit.studies.cell import EvalContext, cell_record, read_result, run_cell
-from fsqkit.studies.cells import Cell
-from fsqkit.studies.plots import save_study_figure
-from fsqkit.studies.scale import StudyScale
-from fsqkit.studies.table import study_table
+from fsqkit.experiments.studies.cell import EvalContext, cell_record, read_result, run_cell
+from fsqkit.experiments.studies.cells import Cell
+from fsqkit.experiments.studies.plots import save_study_figure
+from fsqkit.experiments.studies.scale import StudyScale
+from fsqkit.experiments.studies.table import study_table
+from fsqkit.metrics import RandomConvFeatures
 from fsqkit.training import DistInfo, atomic_write_text, distributed_session
 
 FAILED_FILE = "failed.json"

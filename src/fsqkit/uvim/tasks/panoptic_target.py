@@ -18,7 +18,7 @@ Decoding (:func:`decode_panoptic`) turns per-pixel labels -- e.g. a model's
 predicted classes and instance ids -- back into semantic and instance maps with
 the same canonical numbering; it is the identity on encoded targets. The model's
 side (one-hot input, losses, decoding logits) is in
-:mod:`fsqkit.data.panoptic_logits`.
+:mod:`fsqkit.uvim.tasks.panoptic_logits`.
 """
 
 from __future__ import annotations

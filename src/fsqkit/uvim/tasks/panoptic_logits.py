@@ -1,4 +1,4 @@
-"""The model's side of UViM's panoptic target (:mod:`fsqkit.data.panoptic_target`).
+"""The model's side of UViM's panoptic target (:mod:`fsqkit.uvim.tasks.panoptic_target`).
 
 A model predicts per pixel ``C = categories.num_classes`` class logits and
 ``K + 1`` instance logits (instance ids ``0..K``, ``K = max_instances``).
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fsqkit.data.panoptic import PanopticCategories
-from fsqkit.data.panoptic_target import decode_panoptic, split_target
+from fsqkit.uvim.tasks.panoptic_target import decode_panoptic, split_target
 
 
 def _check_logits(
@@ -108,7 +108,7 @@ def decode_panoptic_logits(
     """Semantic and instance maps ``[B, H, W]`` int64 from logits ``[B, C, H, W]``
     and ``[B, K + 1, H, W]``: the per-pixel argmax of the instance logits; the
     class per instance by vote (or per pixel with ``vote=False``); then
-    :func:`~fsqkit.data.panoptic_target.decode_panoptic`."""
+    :func:`~fsqkit.uvim.tasks.panoptic_target.decode_panoptic`."""
     _check_logits(class_logits, instance_logits, categories)
     instance = instance_logits.argmax(1)
     semantic = class_logits.argmax(1)

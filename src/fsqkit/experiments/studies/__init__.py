@@ -9,10 +9,10 @@ folder with a table (Markdown + JSON) and a figure.
 See docs/studies.md.
 """
 
-from fsqkit.studies.api import codebook_size, levels
-from fsqkit.studies.cells import QUANTIZER_ROWS, Cell
-from fsqkit.studies.scale import SCALES, StudyScale, get_scale
-from fsqkit.studies.usage import run_usage_study
+from fsqkit.experiments.studies.api import codebook_size, levels
+from fsqkit.experiments.studies.cells import QUANTIZER_ROWS, Cell
+from fsqkit.experiments.studies.scale import SCALES, StudyScale, get_scale
+from fsqkit.experiments.studies.usage import run_usage_study
 
 __all__ = [
     "QUANTIZER_ROWS",

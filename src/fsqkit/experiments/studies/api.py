@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fsqkit.experiments.report import Table
-from fsqkit.studies.cells import QUANTIZER_ROWS, codebook_size_cells, levels_cells
-from fsqkit.studies.runner import run_study
-from fsqkit.studies.scale import get_scale
+from fsqkit.experiments.studies.cells import QUANTIZER_ROWS, codebook_size_cells, levels_cells
+from fsqkit.experiments.studies.runner import run_study
+from fsqkit.experiments.studies.scale import get_scale
 
 DEFAULT_LEVEL_SIZES = (2**10, 2**12)
 DEFAULT_MIN_LEVELS = (3, 4, 5, 8)
@@ -33,7 +33,7 @@ def codebook_size(
     Args:
         out: study folder (re-running continues it).
         scale: ``"small"`` (default, CPU), ``"paper"`` (GPUs) or ``"tiny"`` (smoke test).
-        quantizers: rows, keys of :data:`~fsqkit.studies.cells.QUANTIZER_ROWS`
+        quantizers: rows, keys of :data:`~fsqkit.experiments.studies.cells.QUANTIZER_ROWS`
             (default: all).
         sizes: codebook sizes (default: the scale's ``2^4 … 2^12`` or ``2^16``).
         progress: progress bars; device: ``"cpu"``/``"cuda"`` (default: CUDA if any).

@@ -6,8 +6,8 @@ import math
 from typing import Any
 
 from fsqkit.experiments.report import Table
-from fsqkit.studies.cells import Cell
-from fsqkit.studies.scale import StudyScale
+from fsqkit.experiments.studies.cells import Cell
+from fsqkit.experiments.studies.scale import StudyScale
 
 # table column -> key in a cell result's "metrics"
 METRIC_COLUMNS: dict[str, str] = {
