@@ -81,15 +81,15 @@ def test_rerun_skips_finished_cells(grid, capsys):
 def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     out = str(tmp_path / "cs")
     calls: list[int] = []
-    original = TokenizerTask.train_step
+    original = TokenizerTask.micro_batches
 
-    def step(self, s):
+    def step(self, s, n):
         calls.append(s)
         if s == 3 and len(calls) == 3:  # Ctrl-C during the first run's last step
             raise KeyboardInterrupt
-        return original(self, s)
+        return original(self, s, n)
 
-    monkeypatch.setattr(TokenizerTask, "train_step", step)
+    monkeypatch.setattr(TokenizerTask, "micro_batches", step)
     with pytest.raises(KeyboardInterrupt):
         codebook_size(out, "tiny", ["fsq"], [16], progress=False)
     cell = os.path.join(out, "cells", "fsq-16")

@@ -48,13 +48,13 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_cli_reports_divergence_in_one_line(tmp_path, monkeypatch, capsys):
-    real_step = TokenizerTask.train_step
+    real_loss = TokenizerTask.loss
 
-    def nan_at_3(self, step):
-        metrics = real_step(self, step)
-        return {**metrics, "loss": math.nan} if step == 3 else metrics
+    def nan_at_3(self, update, batch, step):
+        loss, metrics = real_loss(self, update, batch, step)
+        return loss, ({**metrics, "loss": math.nan} if step == 3 else metrics)
 
-    monkeypatch.setattr(TokenizerTask, "train_step", nan_at_3)
+    monkeypatch.setattr(TokenizerTask, "loss", nan_at_3)
     run = str(tmp_path / "run")
     assert main(train_args(run, 6, "--ckpt-every", "2")) == 1
     err = capsys.readouterr().err

@@ -39,7 +39,8 @@ from fsqkit.training import (
     unwrap,
     wrap_ddp,
 )
-from fsqkit.training.optim import OptimConfig, lr_at, optimise, set_lr
+from fsqkit.training.optim import OptimConfig
+from fsqkit.training.step import Update, micro_steps
 
 
 @dataclass
@@ -215,24 +216,31 @@ class MaskGITTask:
         )
         return tokens, labels
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def micro_batches(self, step: int, n: int) -> list[dict[str, Any]]:
+        batches = []
+        for s in micro_steps(step, n):
+            tokens, labels = self._batch(self.train_tokens, self.sampler.indices(s))
+            # Masks and label drops are a pure function of (seed, step, rank): exact resume.
+            seed = (self.cfg.seed * 1_000_003 + s) * 64 + self.dist.rank
+            batches.append({"tokens": tokens, "labels": labels, "seed": seed})
+        return batches
+
+    def updates(self, step: int) -> list[Update]:
+        return [Update("maskgit", self.cfg, list(self.model.parameters()), [self.ddp_model])]
+
+    def loss(
+        self, update: str, batch: dict[str, Any], step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
-        lr = lr_at(step, self.total_steps, cfg)  # same warm-up + cosine rule as stage I
-        set_lr(self.opt, lr)
-        tokens, labels = self._batch(self.train_tokens, self.sampler.indices(step))
-        # Masks and label drops are a pure function of (seed, step, rank): exact resume.
-        gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 64 + self.dist.rank)
-        loss, metrics = masked_token_loss(
+        return masked_token_loss(
             self.ddp_model,
-            tokens,
-            labels,
+            batch["tokens"],
+            batch["labels"],
             r_min=cfg.r_min,
             label_smoothing=cfg.label_smoothing,
             label_drop=cfg.label_drop,
-            generator=gen,
+            generator=torch.Generator().manual_seed(batch["seed"]),
         )
-        optimise(self.opt, loss, self.model.parameters(), cfg.grad_clip)
-        return {**metrics, "lr": lr}
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:

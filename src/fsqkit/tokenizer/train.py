@@ -40,7 +40,8 @@ from fsqkit.training import (
     unwrap,
     wrap_ddp,
 )
-from fsqkit.training.optim import OptimConfig, lr_at, optimise, set_lr
+from fsqkit.training.optim import OptimConfig
+from fsqkit.training.step import Update, micro_steps
 
 USAGE_WINDOW = 20  # steps in the progress bar's "live" codebook usage
 
@@ -115,6 +116,7 @@ class TokenizerTask:
     """The tokenizer's :class:`~fsqkit.training.TrainTask`."""
 
     progress_keys = ("loss", "usage", "lr")
+    ema_modules = ("tokenizer",)  # not the discriminator: it is not used after training
 
     def __init__(
         self,
@@ -196,13 +198,31 @@ class TokenizerTask:
     def config(self) -> dict[str, Any]:
         return {"tokenizer": self.model_cfg.to_dict(), "train": asdict(self.cfg)}
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def micro_batches(self, step: int, n: int) -> list[dict[str, Tensor]]:
+        batches = []
+        for s in micro_steps(step, n):
+            x = self.train_data.batch(self.sampler.indices(s)).to(self.dist.device)
+            if self.memory_format is not None:
+                x = x.contiguous(memory_format=self.memory_format)
+            batches.append({"images": x})
+        return batches
+
+    def updates(self, step: int) -> list[Update]:
+        ups = [Update("tokenizer", self.cfg, list(self.model.parameters()), [self.ddp_model])]
+        if self._gan_on(step):
+            ups.append(Update("discriminator", sync=[self.ddp_disc]))
+        return ups
+
+    def _gan_on(self, step: int) -> bool:
+        return self.disc is not None and step > self.cfg.disc_start
+
+    def loss(
+        self, update: str, batch: dict[str, Tensor], step: int
+    ) -> tuple[Tensor, dict[str, float]]:
+        if update == "discriminator":
+            return self._disc_loss(batch["target"], batch["fake"])
         cfg = self.cfg
-        lr = lr_at(step, self.total_steps, cfg)
-        set_lr(self.opt, lr)
-        x = self.train_data.batch(self.sampler.indices(step)).to(self.dist.device)
-        if self.memory_format is not None:
-            x = x.contiguous(memory_format=self.memory_format)
+        x = batch["images"]
         target = x * 2.0 - 1.0
         out = self.ddp_model(x)
         rec = reconstruction_loss(out.recon, target, cfg.recon_loss)
@@ -214,8 +234,7 @@ class TokenizerTask:
             metrics["perceptual"] = p.item()
         aux = out.quant.aux_loss
         loss = nll + aux
-        gan_on = self.disc is not None and step > cfg.disc_start
-        if gan_on:
+        if self._gan_on(step):
             assert self.disc is not None
             self.disc.requires_grad_(False)  # the generator step must not train D
             g_loss = hinge_g_loss(self.disc(out.recon))
@@ -223,27 +242,21 @@ class TokenizerTask:
             loss = loss + d_w * g_loss
             self.disc.requires_grad_(True)
             metrics.update(g_loss=g_loss.item(), d_weight=d_w.item())
-        optimise(self.opt, loss, self.model.parameters(), cfg.grad_clip)
-        if gan_on:
-            metrics["d_loss"] = self._disc_step(target, out.recon.detach())
+            batch.update(target=target, fake=out.recon.detach())  # for the D update
         metrics.update(
             loss=loss.item(),
             aux=aux.item(),
-            lr=lr,
             usage=self._live_usage.update(out.quant.indices),
         )
         metrics.update({f"q_{k}": v.item() for k, v in out.quant.losses.items()})
-        return metrics
+        return loss, metrics
 
-    def _disc_step(self, real: Tensor, fake: Tensor) -> float:
-        assert self.ddp_disc is not None and self.disc_opt is not None
+    def _disc_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, float]]:
+        assert self.ddp_disc is not None
         # One forward over real+fake (GroupNorm is per sample): one DDP reduction.
         logits = self.ddp_disc(torch.cat([real, fake]))
         d_loss = hinge_d_loss(*logits.chunk(2))
-        self.disc_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.disc_opt.step()
-        return d_loss.item()
+        return d_loss, {"d_loss": d_loss.item()}
 
     def evaluate(self, step: int) -> dict[str, float]:
         # Every rank evaluates the whole (small) validation set with the unwrapped

@@ -8,6 +8,9 @@
   divergence, a failed write) and how a checkpoint fails (corrupt, unwritable).
 - :class:`OptimConfig`, :func:`lr_at`: the shared optimiser settings and schedule;
   :class:`SavedConfig`: (de)serialisation of model configs.
+- :class:`Update`, :func:`micro_steps`: how a task describes its step (the
+  trainer runs it: precision, accumulation, clipping, scaler);
+  :class:`WeightEMA`, :func:`module_weights`: the weights' EMA and loading it.
 - :class:`StepSampler`: seeded per-step batches (exact resume, DDP slices).
 - :func:`setup_distributed`, :func:`wrap_ddp`, :func:`unwrap`: ``torchrun`` support.
 - :class:`MetricsLogger`, :func:`read_metrics`: metrics JSON lines.
@@ -32,6 +35,7 @@ from fsqkit.training.distributed import (
     unwrap,
     wrap_ddp,
 )
+from fsqkit.training.ema import WeightEMA, module_weights
 from fsqkit.training.errors import (
     CheckpointCorrupt,
     CheckpointSaveFailed,
@@ -43,11 +47,14 @@ from fsqkit.training.errors import (
 )
 from fsqkit.training.metrics_log import MetricsLogger, read_metrics
 from fsqkit.training.optim import OptimConfig, lr_at
+from fsqkit.training.precision import PRECISIONS
 from fsqkit.training.rng import get_rng_state, seed_everything, set_rng_state
 from fsqkit.training.sampler import StepSampler
+from fsqkit.training.step import Update, micro_steps
 from fsqkit.training.trainer import Trainer, TrainerConfig, TrainTask
 
 __all__ = [
+    "PRECISIONS",
     "Checkpoint",
     "CheckpointCorrupt",
     "CheckpointSaveFailed",
@@ -64,6 +71,8 @@ __all__ = [
     "TrainingDiverged",
     "TrainingInterrupted",
     "TrainingStopped",
+    "Update",
+    "WeightEMA",
     "atomic_write_text",
     "barrier",
     "cleanup_distributed",
@@ -72,6 +81,8 @@ __all__ = [
     "has_checkpoint",
     "load_checkpoint",
     "lr_at",
+    "micro_steps",
+    "module_weights",
     "read_metrics",
     "replicas_in_sync",
     "resolve_checkpoint",

@@ -74,7 +74,7 @@ class Checkpoint:
         path: the checkpoint directory.
         step: training step after which it was written.
         config: the JSON config saved with it.
-        weights: ``{module_name: state_dict}``.
+        weights: ``{module_name: state_dict}`` (a weights EMA as ``"<module>@ema"``).
         state: optimizer states (``state["optimizers"][name]``), RNG states
             (``state["rng"]``) and task extras (``state["extra"]``); empty when
             loaded with ``weights_only``.
@@ -120,12 +120,19 @@ def atomic_write_text(path: str, text: str) -> None:
     _fsync_dir(d)
 
 
-def _flatten_weights(modules: dict[str, nn.Module]) -> dict[str, Tensor]:
+def _flatten_weights(
+    modules: dict[str, nn.Module], extra: dict[str, dict[str, Tensor]] | None = None
+) -> dict[str, Tensor]:
     flat: dict[str, Tensor] = {}
-    for name, module in modules.items():
+    states = {name: m.state_dict() for name, m in modules.items()}
+    for name, state in (extra or {}).items():
+        if name in states:
+            raise ValueError(f"extra weights {name!r} clash with a module of that name")
+        states[name] = state
+    for name, state in states.items():
         if "." in name:
             raise ValueError(f"module names must not contain '.', got {name!r}")
-        for key, t in module.state_dict().items():
+        for key, t in state.items():
             # safetensors needs contiguous tensors that share no storage.
             flat[f"{name}.{key}"] = t.detach().to("cpu").contiguous().clone()
     return flat
@@ -140,11 +147,14 @@ def save_checkpoint(
     rng: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     keep: int = 2,
+    extra_weights: dict[str, dict[str, Tensor]] | None = None,
 ) -> str:
     """Atomically write checkpoint ``step`` under ``run_dir`` and point ``latest``
     at it; keep the ``keep`` newest checkpoints. Returns the checkpoint directory.
 
     ``modules`` are unwrapped modules (not DDP). ``config`` must be JSON-serialisable.
+    ``extra_weights``: more state dicts stored like modules (e.g. the weights'
+    EMA as ``"<module>@ema"``); they load back as entries of ``weights``.
 
     Raises:
         CheckpointWriteError: the write failed (disk full, permission denied, ...);
@@ -159,7 +169,7 @@ def save_checkpoint(
     try:
         os.makedirs(root, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f".tmp-{step_name(step)}-", dir=root)
-        _write_files(tmp, step, modules, config, optimizers, rng, extra)
+        _write_files(tmp, step, modules, config, optimizers, rng, extra, extra_weights)
         _move_into_place(tmp, final, root)
         atomic_write_text(os.path.join(root, LATEST), step_name(step) + "\n")
     except OSError as err:
@@ -187,10 +197,13 @@ def _write_files(
     optimizers: dict[str, torch.optim.Optimizer] | None,
     rng: dict[str, Any] | None,
     extra: dict[str, Any] | None,
+    extra_weights: dict[str, dict[str, Tensor]] | None = None,
 ) -> None:
     """Weights, config, state and (last) the manifest into ``tmp``, all fsynced."""
-    save_file(_flatten_weights(modules), os.path.join(tmp, WEIGHTS), metadata={"format": FORMAT})
-    meta = {"format": FORMAT, "step": step, "modules": sorted(modules), "config": config}
+    flat = _flatten_weights(modules, extra_weights)
+    save_file(flat, os.path.join(tmp, WEIGHTS), metadata={"format": FORMAT})
+    names = sorted([*modules, *(extra_weights or {})])
+    meta = {"format": FORMAT, "step": step, "modules": names, "config": config}
     with open(os.path.join(tmp, CONFIG), "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
     state = {

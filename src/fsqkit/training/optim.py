@@ -1,5 +1,5 @@
-"""The optimiser settings every training config shares, their learning-rate
-schedule and the update step.
+"""The optimiser settings every training config shares and their learning-rate
+schedule (the update itself is :mod:`fsqkit.training.step`).
 
 Each run's config (tokenizer, MaskGIT, UViM) derives from :class:`OptimConfig`
 and overrides its defaults, so the fields and their checks exist once.
@@ -8,11 +8,9 @@ and overrides its defaults, so the fields and their checks exist once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 
 @dataclass
@@ -68,15 +66,3 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group of ``opt``."""
     for group in opt.param_groups:
         group["lr"] = lr
-
-
-def optimise(
-    opt: torch.optim.Optimizer, loss: Tensor, params: Iterable[Tensor], grad_clip: float
-) -> None:
-    """One update: zero the gradients, back-propagate ``loss``, clip the norm of
-    ``params``' gradients to ``grad_clip`` (0: no clipping), step."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    opt.step()

@@ -10,25 +10,39 @@ A task implements (see :class:`TrainTask`)::
     modules() -> dict[str, nn.Module]        # unwrapped modules to checkpoint
     optimizers() -> dict[str, Optimizer]     # their optimizers
     config() -> dict                         # JSON config stored in checkpoints
-    train_step(step) -> dict[str, float]     # one optimisation step (seeded batch!)
+    micro_batches(step, n) -> list           # the step's n micro-batches (seeded!)
+    updates(step) -> list[Update]            # optimizer updates of the step, in order
+    loss(update, batch, step) -> (loss, metrics)   # one micro-batch's loss
     evaluate(step) -> dict[str, float]       # called on every rank; rank 0 logs
     progress_keys -> tuple[str, ...]         # metrics shown in the progress bar
 
+The trainer owns the step around ``loss`` (:mod:`fsqkit.training.step`):
+learning-rate schedule, autocast (``precision``), backward, gradient
+accumulation over ``grad_accum`` micro-batches, the fp16 gradient scaler,
+clipping, the optimizer steps, an EMA of the weights (``ema_decay``; used for
+evaluation and saved in checkpoints) and ``torch.compile`` (``compile``). A task
+may instead implement ``train_step(step) -> dict[str, float]`` and step its own
+optimizers; then only the fp32, no-accumulation, eager settings apply.
+
 Order of operations (the resume contract): for ``step`` in ``start+1 .. steps``:
-``train_step`` -> log -> (``evaluate``) -> (checkpoint). A checkpoint captures
-the state *after* all of that, including every RNG, so resuming from step ``s``
-and running to ``N`` gives the same weights as running ``0 .. N`` at once, as
-long as ``train_step`` draws its batch from a :class:`StepSampler`.
+step -> EMA update -> log -> (``evaluate``) -> (checkpoint). A checkpoint
+captures the state *after* all of that, including every RNG, the EMA and the
+gradient scaler, so resuming from step ``s`` and running to ``N`` gives the same
+weights as running ``0 .. N`` at once, as long as the batches come from a
+:class:`StepSampler` (a pure function of the step).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,7 +57,9 @@ from fsqkit.training.checkpoint_dirs import (
     step_name,
     step_of,
 )
+from fsqkit.training.compiled import CompiledModules, compile_failure_line, is_compile_error
 from fsqkit.training.distributed import DistInfo, all_reduce_max
+from fsqkit.training.ema import WeightEMA, is_ema_name
 from fsqkit.training.errors import (
     CheckpointCorrupt,
     CheckpointSaveFailed,
@@ -53,8 +69,10 @@ from fsqkit.training.errors import (
     TrainingInterrupted,
 )
 from fsqkit.training.metrics_log import MetricsLogger
+from fsqkit.training.precision import check_precision, grad_scaler, to_channels_last, use_fused
 from fsqkit.training.rng import get_rng_state, set_rng_state
 from fsqkit.training.signals import StopSignals
+from fsqkit.training.step import StepSettings, Update, run_updates
 
 
 class TrainTask(Protocol):
@@ -66,9 +84,17 @@ class TrainTask(Protocol):
 
     def config(self) -> dict[str, Any]: ...
 
-    def train_step(self, step: int) -> dict[str, float]: ...
+    def micro_batches(self, step: int, n: int) -> Sequence[Any]: ...
+
+    def updates(self, step: int) -> Sequence[Update]: ...
+
+    def loss(self, update: str, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float]]: ...
 
     def evaluate(self, step: int) -> dict[str, float]: ...
+
+
+# Optional task attributes: ``ema_modules`` / ``compile_modules`` (names of
+# ``modules()``; default: those with trainable parameters).
 
 
 @dataclass
@@ -96,6 +122,18 @@ class TrainerConfig:
             runs that train side by side in several processes, one bar each).
         stop_after: stop (with a checkpoint) after this step, as if interrupted;
             for tests and time-sliced jobs. ``None``: run to ``steps``.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` autocast
+            (:mod:`fsqkit.training.precision`); bf16/fp16 also put conv nets in
+            channels-last layout and use fused optimizers.
+        grad_accum: micro-batches per optimisation step (each of the task's
+            batch size): the step sees ``batch_size * grad_accum * world_size``
+            items.
+        ema_decay: keep an EMA of the weights with this decay (0: off). It is
+            saved in checkpoints, used by ``evaluate`` and, once ``fit()``
+            returns, loaded into the task's modules.
+        compile: ``torch.compile`` the trainable modules (falls back to eager
+            with one line if compilation fails); ``compile_backend`` picks the
+            backend.
     """
 
     out_dir: str
@@ -111,14 +149,31 @@ class TrainerConfig:
     progress_label: str | None = None
     progress_position: int | None = None
     stop_after: int | None = None
+    precision: str = "fp32"
+    grad_accum: int = 1
+    ema_decay: float = 0.0
+    compile: bool = False
+    compile_backend: str = "inductor"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "log_every", "keep_checkpoints"):
+        for name in ("steps", "log_every", "keep_checkpoints", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("eval_every", "ckpt_every", "ckpt_minutes"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_precision(self.precision)
+        if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
+            raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that change the numbers (saved in checkpoints as ``"trainer"``)."""
+        return {
+            "precision": self.precision,
+            "grad_accum": self.grad_accum,
+            "ema_decay": self.ema_decay,
+            "compile": self.compile,
+        }
 
 
 def _non_finite(values: dict[str, Any]) -> list[str]:
@@ -155,6 +210,42 @@ class Trainer:
         self.logger = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"), self.dist.is_main)
         self.last_eval: dict[str, float] = {}
         self._last_save = time.monotonic()
+        self._loss_task = callable(getattr(task, "loss", None))
+        if not self._loss_task:
+            custom = [
+                k
+                for k, v in cfg.settings().items()
+                if k != "ema_decay" and v != TrainerConfig.__dataclass_fields__[k].default
+            ]
+            if custom:
+                raise ValueError(
+                    f"{type(task).__name__} steps its own optimizers (train_step), so the trainer "
+                    f"cannot apply {', '.join(custom)}; implement micro_batches/updates/loss instead"
+                )
+        modules = task.modules()
+        self.ema: WeightEMA | None = None
+        if cfg.ema_decay:
+            names = getattr(task, "ema_modules", None) or _trainable(modules)
+            self.ema = WeightEMA({n: modules[n] for n in names}, cfg.ema_decay)
+        self.scaler = grad_scaler(cfg.precision, self.dist.device)
+        self.compiled: CompiledModules | None = None
+        self._compile_checked = False
+        self._step_settings = StepSettings(
+            cfg.steps, cfg.precision, cfg.grad_accum, self.dist.device, self.scaler
+        )
+
+    def _prepare(self) -> None:
+        """Layout, fused optimizers and compilation, once the state is loaded."""
+        cfg, modules = self.cfg, self.task.modules()
+        fast = cfg.precision != "fp32"
+        if fast:
+            to_channels_last(modules)
+        if fast or self.dist.device.type == "cuda":
+            for opt in self.task.optimizers().values():
+                use_fused(opt)
+        if cfg.compile:
+            names = getattr(self.task, "compile_modules", None) or _trainable(modules)
+            self.compiled = CompiledModules({n: modules[n] for n in names}, cfg.compile_backend)
 
     # -------------------------------------------------------------- state
     def save(self) -> str:
@@ -166,20 +257,24 @@ class Trainer:
         if self.dist.is_main:
             bad = _non_finite_weights(self.task.modules())
             if not bad:
+                extra: dict[str, Any] = {
+                    "train_seconds": self.train_seconds,
+                    "last_eval": self.last_eval,
+                    "total_steps": self.cfg.steps,
+                }
+                if self.scaler is not None:
+                    extra["grad_scaler"] = self.scaler.state_dict()
                 try:
                     save_checkpoint(
                         self.cfg.out_dir,
                         self.step,
                         self.task.modules(),
-                        self.task.config(),
+                        {**self.task.config(), "trainer": self.cfg.settings()},
                         optimizers=self.task.optimizers(),
                         rng=get_rng_state(),
-                        extra={
-                            "train_seconds": self.train_seconds,
-                            "last_eval": self.last_eval,
-                            "total_steps": self.cfg.steps,
-                        },
+                        extra=extra,
                         keep=self.cfg.keep_checkpoints,
+                        extra_weights=self.ema.state() if self.ema is not None else None,
                     )
                 except CheckpointWriteError as err:
                     failure = err
@@ -217,15 +312,18 @@ class Trainer:
                 f"use the same settings or a new --out directory"
             )
         modules = self.task.modules()
-        if set(ckpt.weights) != set(modules):
+        saved = {k for k in ckpt.weights if not is_ema_name(k)}
+        if saved != set(modules):
             raise ValueError(
-                f"checkpoint {ckpt.path} holds modules {sorted(ckpt.weights)}, "
+                f"checkpoint {ckpt.path} holds modules {sorted(saved)}, "
                 f"the task has {sorted(modules)}"
             )
         for name, m in modules.items():
             m.load_state_dict(ckpt.weights[name])
         for name, opt in self.task.optimizers().items():
             opt.load_state_dict(ckpt.state["optimizers"][name])
+        self.step = ckpt.step
+        self._restore_trainer_state(ckpt.config.get("trainer", {}), ckpt.weights, ckpt.state)
         set_rng_state(ckpt.state["rng"])
         if self.dist.rank > 0:
             # Only rank 0's RNG streams are saved; other ranks get a distinct,
@@ -246,6 +344,37 @@ class Trainer:
             )
         self.logger.truncate_after(self.step)
         return True
+
+    def _restore_trainer_state(
+        self, saved: dict[str, Any], weights: dict[str, Any], state: dict[str, Any]
+    ) -> None:
+        """EMA and gradient scaler from a checkpoint; a warning when the run
+        resumes with other numeric settings than it was saved with."""
+        say = self.dist.is_main
+        defaults = TrainerConfig(out_dir="", steps=1).settings()
+        changed = {
+            k: (saved.get(k, defaults[k]), v)
+            for k, v in self.cfg.settings().items()
+            if k != "compile" and saved.get(k, defaults[k]) != v
+        }
+        if changed and say:
+            what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+            print(
+                f"warning: {self.cfg.out_dir} resumes with other settings ({what}): the "
+                f"result differs from an uninterrupted run",
+                file=sys.stderr,
+            )
+        if self.ema is not None:
+            missing = self.ema.load(weights)
+            if missing and say:
+                print(
+                    f"warning: the checkpoint has no EMA of {missing}; the average starts "
+                    f"at the step-{self.step} weights",
+                    file=sys.stderr,
+                )
+        scaler_state = state.get("extra", {}).get("grad_scaler")
+        if self.scaler is not None and scaler_state:
+            self.scaler.load_state_dict(scaler_state)
 
     def _diverged_message(self, what: str, metrics: dict[str, Any] | None = None) -> str:
         terms = ", ".join(f"{k}={v:.4g}" for k, v in (metrics or {}).items() if k != "lr")
@@ -306,6 +435,7 @@ class Trainer:
                 print(f"resumed from step {self.step} in {cfg.out_dir}")
         else:
             self._start_fresh()
+        self._prepare()
         self._last_save = time.monotonic()
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
         bar = None
@@ -324,7 +454,9 @@ class Trainer:
             while self.step < end:
                 self.step += 1
                 t0 = time.perf_counter()
-                metrics = self.task.train_step(self.step)
+                metrics = self._train_step()
+                if self.ema is not None:
+                    self.ema.update()
                 self.train_seconds += time.perf_counter() - t0
                 # One small collective per step: every rank stops, saves or gives up
                 # at the same step.
@@ -344,7 +476,7 @@ class Trainer:
                     )
                 last = self.step == cfg.steps
                 if last or (cfg.eval_every and self.step % cfg.eval_every == 0):
-                    self.last_eval = self.task.evaluate(self.step)
+                    self.last_eval = self._evaluate()
                     self.logger.log(
                         {
                             "step": self.step,
@@ -361,4 +493,69 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+            if self.compiled is not None:
+                self.compiled.revert()
+                self.compiled = None
+        if self.ema is not None:
+            self.ema.copy_to_modules()  # the trained model is the average
         return self.last_eval
+
+    def _evaluate(self) -> dict[str, float]:
+        """``task.evaluate`` with the EMA weights (if any) and eager modules."""
+        with ExitStack() as stack:
+            if self.ema is not None:
+                stack.enter_context(self.ema.applied())
+            if self.compiled is not None:
+                stack.enter_context(self.compiled.eager())
+            return self.task.evaluate(self.step)
+
+    def _step_once(self) -> dict[str, float]:
+        if not self._loss_task:
+            return self.task.train_step(self.step)  # type: ignore[attr-defined]
+        return run_updates(self.task, self.task.optimizers(), self.step, self._step_settings)
+
+    def _train_step(self) -> dict[str, float]:
+        """One step. In the first compiled step a compilation failure (of the
+        backward pass: the forward falls back by itself) restores the state
+        before the step and repeats it eagerly."""
+        compiled = self.compiled
+        if compiled is None or self._compile_checked:
+            return self._step_once()
+        self._compile_checked = True
+        snapshot = _Snapshot(self.task)
+        try:
+            return self._step_once()
+        except Exception as err:
+            if not is_compile_error(err):
+                raise
+            compiled.revert()
+            self.compiled = None
+            snapshot.restore(self.task)
+            if self.dist.is_main:
+                print(compile_failure_line(err), file=sys.stderr)
+            return self._step_once()
+
+
+def _trainable(modules: dict[str, nn.Module]) -> list[str]:
+    """Names of the modules with at least one trainable parameter."""
+    return [n for n, m in modules.items() if any(p.requires_grad for p in m.parameters())]
+
+
+class _Snapshot:
+    """Weights, optimizer states and RNG of a task, to undo a failed step."""
+
+    def __init__(self, task: Any) -> None:
+        self.weights = {
+            n: {k: v.detach().clone() for k, v in m.state_dict().items()}
+            for n, m in task.modules().items()
+        }
+        self.optimizers = {n: copy.deepcopy(o.state_dict()) for n, o in task.optimizers().items()}
+        self.rng = get_rng_state()
+
+    def restore(self, task: Any) -> None:
+        for n, m in task.modules().items():
+            m.load_state_dict(self.weights[n])
+        for n, o in task.optimizers().items():
+            o.load_state_dict(self.optimizers[n])
+            o.zero_grad(set_to_none=True)
+        set_rng_state(self.rng)

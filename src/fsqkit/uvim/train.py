@@ -27,7 +27,8 @@ from fsqkit.training import (
     unwrap,
     wrap_ddp,
 )
-from fsqkit.training.optim import OptimConfig, lr_at, optimise, set_lr
+from fsqkit.training.optim import OptimConfig
+from fsqkit.training.step import Update, micro_steps
 from fsqkit.uvim.config import OracleConfig, Stage2Config
 from fsqkit.uvim.evaluate import PredictFn, evaluate_dense, save_prediction_grid
 from fsqkit.uvim.model import UViM, load_oracle
@@ -108,15 +109,16 @@ class _DenseTaskBase:
         )
         torch.manual_seed(self.cfg.seed + 1 + self.dist.rank)
 
-    def _batch(self, step: int) -> tuple[Tensor, DenseBatch]:
+    def micro_batches(self, step: int, n: int) -> list[Any]:
+        return [self._batch(s) for s in micro_steps(step, n)]
+
+    def _batch(self, step: int) -> Any:
+        """The batch a run without accumulation draws at ``step``."""
         batch = self.train_data.batch(self.sampler.indices(step)).to(self.dist.device)
         return self.task.inputs(batch), batch
 
-    def _optimise(self, step: int, loss: Tensor) -> float:
-        lr = lr_at(step, self.total_steps, self.cfg)
-        set_lr(self.opt, lr)
-        optimise(self.opt, loss, self.params, self.cfg.grad_clip)
-        return lr
+    def updates(self, step: int) -> list[Update]:
+        return [Update("opt", self.cfg, self.params, [self.ddp])]
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"opt": self.opt}
@@ -169,15 +171,14 @@ class OracleTask(_DenseTaskBase):
     def config(self) -> dict[str, Any]:
         return {"oracle": self.model_cfg.to_dict(), "train": asdict(self.cfg)}
 
-    def train_step(self, step: int) -> dict[str, float]:
-        x, batch = self._batch(step)
+    def loss(self, update: str, micro: Any, step: int) -> tuple[Tensor, dict[str, float]]:
+        x, batch = micro
         target = self.task.target(batch)
         out = self.ddp(x, target)
         rec = self.task.loss(out.recon, target, self.task.valid(batch), x)
         loss = rec + out.quant.aux_loss
-        lr = self._optimise(step, loss)
         usage = self._live_usage.update(out.quant.indices)
-        return {"loss": loss.item(), "recon": rec.item(), "lr": lr, "usage": usage}
+        return loss, {"loss": loss.item(), "recon": rec.item(), "usage": usage}
 
     def evaluate(self, step: int) -> dict[str, float]:
         m = self.model
@@ -246,14 +247,17 @@ class Stage2Task(_DenseTaskBase):
             "train": asdict(self.cfg),
         }
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def _batch(self, step: int) -> Any:
         idx = self.sampler.indices(step)
         batch = self.train_data.batch(idx).to(self.dist.device)
         tokens = self.train_tokens[idx].to(self.dist.device)
-        gen = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) % 2**63)
-        loss, stats = self.ddp(self.task.inputs(batch), tokens, gen)  # forward = loss (DDP sync)
-        stats["lr"] = self._optimise(step, loss)
-        return stats
+        seed = (self.cfg.seed * 1_000_003 + step) % 2**63
+        return self.task.inputs(batch), tokens, seed
+
+    def loss(self, update: str, micro: Any, step: int) -> tuple[Tensor, dict[str, float]]:
+        inputs, tokens, seed = micro
+        gen = torch.Generator().manual_seed(seed)
+        return self.ddp(inputs, tokens, gen)  # forward = loss (DDP sync)
 
     def evaluate(self, step: int) -> dict[str, float]:
         full = UViM(self.oracle, self.model)
@@ -292,10 +296,10 @@ class DirectTask(_DenseTaskBase):
     def config(self) -> dict[str, Any]:
         return {"direct": self.model_cfg.to_dict(), "train": asdict(self.cfg)}
 
-    def train_step(self, step: int) -> dict[str, float]:
-        x, batch = self._batch(step)
+    def loss(self, update: str, micro: Any, step: int) -> tuple[Tensor, dict[str, float]]:
+        x, batch = micro
         loss = self.task.loss(self.ddp(x), self.task.target(batch), self.task.valid(batch), x)
-        return {"loss": loss.item(), "lr": self._optimise(step, loss)}
+        return loss, {"loss": loss.item()}
 
     def evaluate(self, step: int) -> dict[str, float]:
         return self._evaluate(lambda inputs, batch: (self.model.predict(inputs), None))
