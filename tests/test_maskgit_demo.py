@@ -12,7 +12,7 @@ import torch
 from fsqkit.data import build_dataset
 from fsqkit.experiments.demo import demo_config
 from fsqkit.experiments.report import Report
-from fsqkit.experiments.stage2 import MaskGITBudget, run_stage2, maskgit_budget
+from fsqkit.experiments.stage2 import MaskGITBudget, maskgit_budget, run_stage2
 from fsqkit.tokenizer import Tokenizer, TokenizerConfig
 from tests.single_thread import one_thread  # noqa: F401  (autouse)
 

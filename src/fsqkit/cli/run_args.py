@@ -1,6 +1,7 @@
 """Run-directory flags shared by the training commands (``--resume``, ``--overwrite``,
 ``--eval-every``, ``--ckpt-every``, ``--ckpt-minutes``, ``--keep-checkpoints``,
-``--log-every``, ``--device``, ``--no-progress``) and the
+``--log-every``, ``--device``, ``--no-progress``), the optimisation-step flags
+(``--precision``, ``--compile``, ``--ema``, ``--grad-accum``) and the
 :class:`~fsqkit.training.TrainerConfig` they give."""
 
 from __future__ import annotations
@@ -38,13 +39,61 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_step_args(p)
 
 
-def trainer_config_from_args(args: argparse.Namespace):
-    """``TrainerConfig`` from ``--out``, ``--steps`` and the run flags."""
+def add_step_args(p: argparse.ArgumentParser) -> None:
+    """Add the "optimisation step" group: precision, compile, EMA, accumulation."""
+    s = p.add_argument_group("optimisation step")
+    s.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help="autocast precision (default fp32; fp16 adds a gradient scaler; bf16/fp16 also "
+        "use channels-last conv nets and fused optimizers)",
+    )
+    s.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the trainable modules (falls back to eager with one line)",
+    )
+    s.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="keep an EMA of the weights (e.g. 0.999): saved in checkpoints, used for "
+        "evaluation, sampling and loading (default: off)",
+    )
+    s.add_argument(
+        "--grad-accum",
+        type=int,
+        default=None,
+        metavar="N",
+        help="accumulate N micro-batches of --batch-size per optimizer step (default 1)",
+    )
+
+
+def step_settings_from_args(args: argparse.Namespace) -> dict:
+    """``TrainerConfig`` step settings given on the command line (unset ones omitted,
+    so a preset's values stay)."""
+    given = {
+        "precision": getattr(args, "precision", None),
+        "compile": getattr(args, "compile", None),
+        "ema_decay": getattr(args, "ema", None),
+        "grad_accum": getattr(args, "grad_accum", None),
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def trainer_config_from_args(args: argparse.Namespace, **defaults):
+    """``TrainerConfig`` from ``--out``, ``--steps`` and the run flags; ``defaults``:
+    step settings (e.g. a preset's) that flags given on the command line override."""
     from fsqkit.training import TrainerConfig
 
     return TrainerConfig(
+        **{**defaults, **step_settings_from_args(args)},
         out_dir=args.out,
         steps=args.steps,
         eval_every=args.eval_every,

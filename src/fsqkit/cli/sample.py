@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--save-tokens", default=None, help="also save the tokens (N, h, w) to this .npy file"
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--raw-weights",
+        action="store_true",
+        help="sample with the last optimizer step's weights, not the run's EMA (if it kept one)",
+    )
     p.set_defaults(func=run)
 
 
@@ -61,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     if args.save_tokens and not args.save_tokens.endswith(".npy"):
         raise ValueError(f"--save-tokens must end in .npy, got {args.save_tokens!r}")
-    model, tokenizer = load_pipeline(args.maskgit, args.tokenizer, map_location=args.device)
+    model, tokenizer = load_pipeline(
+        args.maskgit, args.tokenizer, map_location=args.device, ema=not args.raw_weights
+    )
     tokens = sample_tokens(
         model,
         args.num,

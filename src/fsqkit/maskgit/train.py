@@ -35,6 +35,7 @@ from fsqkit.training import (
     TrainerConfig,
     barrier,
     load_checkpoint,
+    module_weights,
     seed_everything,
     unwrap,
     wrap_ddp,
@@ -305,24 +306,31 @@ def train_maskgit(
     return MaskGITResult(model, task.tokenizer, metrics, trainer_cfg.out_dir, trainer.train_seconds)  # type: ignore[arg-type]
 
 
-def load_maskgit(path: str, map_location: str = "cpu") -> tuple[MaskGITTransformer, dict[str, Any]]:
+def load_maskgit(
+    path: str, map_location: str = "cpu", ema: bool = True
+) -> tuple[MaskGITTransformer, dict[str, Any]]:
     """Load a MaskGIT model (eval mode) and its checkpoint config from a run or
     checkpoint directory (checksums verified: a damaged file raises
-    ``CheckpointCorrupt``, a ``ValueError``, naming it)."""
+    ``CheckpointCorrupt``, a ``ValueError``, naming it). ``ema``: the run's EMA
+    weights when it kept them, else the raw weights (``False``: always raw)."""
     ckpt = load_checkpoint(path, weights_only=True, map_location=map_location)
     if "maskgit" not in ckpt.config or "maskgit" not in ckpt.weights:
         raise ValueError(f"{ckpt.path} is not a MaskGIT checkpoint (no 'maskgit' entry)")
     model = MaskGITTransformer(MaskGITConfig.from_dict(ckpt.config["maskgit"]))
-    model.load_state_dict(ckpt.weights["maskgit"])
+    model.load_state_dict(module_weights(ckpt.weights, "maskgit", ema))
     return model.to(map_location).eval(), ckpt.config
 
 
 def load_pipeline(
-    maskgit_path: str, tokenizer_path: str | None = None, map_location: str = "cpu"
+    maskgit_path: str,
+    tokenizer_path: str | None = None,
+    map_location: str = "cpu",
+    ema: bool = True,
 ) -> tuple[MaskGITTransformer, Tokenizer]:
     """MaskGIT model + the tokenizer it was trained on (or ``tokenizer_path``),
-    checked to be compatible (``ValueError`` on a mismatch)."""
-    model, config = load_maskgit(maskgit_path, map_location)
+    checked to be compatible (``ValueError`` on a mismatch); ``ema`` as in
+    :func:`load_maskgit` (the tokenizer always loads as stage II encoded with it)."""
+    model, config = load_maskgit(maskgit_path, map_location, ema)
     path = tokenizer_path or config.get("tokenizer", {}).get("path", "")
     if not path:
         raise ValueError(f"{maskgit_path} records no tokenizer path; pass the tokenizer explicitly")

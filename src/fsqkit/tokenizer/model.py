@@ -115,22 +115,28 @@ class Tokenizer(nn.Module):
         return save_checkpoint(path, 0, {"tokenizer": self}, {"tokenizer": self.cfg.to_dict()})
 
     @classmethod
-    def load(cls, path: str, map_location: str = "cpu", channels_last: bool = False) -> Tokenizer:
+    def load(
+        cls, path: str, map_location: str = "cpu", channels_last: bool = False, ema: bool = True
+    ) -> Tokenizer:
         """Load from a run directory, a checkpoint directory or :meth:`save`'s output.
         Returns the model in eval mode. The checkpoint's checksums are verified:
         a damaged file raises ``CheckpointCorrupt`` (a ``ValueError``) naming it.
+
+        ``ema``: the run's EMA weights when it kept them (``--ema``), else the raw
+        weights; ``ema=False``: always the raw (last optimizer step's) weights.
 
         ``channels_last``: NHWC weights, so the convolutions run in that layout
         for any input (on a 2-core CPU about 1.5-2x faster encoding of 32x32
         crops); a code can differ from the NCHW result where a latent sits on a
         bin edge to round-off (1 token in 262,144 in the demo's usage count)."""
         from fsqkit.training.checkpoint import load_checkpoint
+        from fsqkit.training.ema import module_weights
 
         ckpt = load_checkpoint(path, weights_only=True, map_location=map_location)
         if "tokenizer" not in ckpt.config or "tokenizer" not in ckpt.weights:
             raise ValueError(f"{ckpt.path} is not a tokenizer checkpoint (no 'tokenizer' entry)")
         model = cls(TokenizerConfig.from_dict(ckpt.config["tokenizer"]))
-        model.load_state_dict(ckpt.weights["tokenizer"])
+        model.load_state_dict(module_weights(ckpt.weights, "tokenizer", ema))
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model.to(map_location).eval()

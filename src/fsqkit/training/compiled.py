@@ -39,7 +39,9 @@ class CompiledModules:
         self._compiled: dict[str, Callable[..., Any]] = {}
         self._called: set[str] = set()
         for name, module in modules.items():
-            self._compiled[name] = self._tracked(name, torch.compile(module.forward, backend=backend))
+            self._compiled[name] = self._tracked(
+                name, torch.compile(module.forward, backend=backend)
+            )
         self._install()
 
     def _tracked(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:

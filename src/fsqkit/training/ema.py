@@ -133,7 +133,9 @@ def _load_into(module: nn.Module, state: dict[str, Tensor]) -> None:
         live.copy_(state[key])
 
 
-def module_weights(weights: dict[str, dict[str, Any]], name: str, ema: bool = True) -> dict[str, Any]:
+def module_weights(
+    weights: dict[str, dict[str, Any]], name: str, ema: bool = True
+) -> dict[str, Any]:
     """The state dict of module ``name`` in a loaded checkpoint's ``weights``: its
     EMA average when ``ema`` and the checkpoint has one, else the raw weights."""
     if ema and ema_name(name) in weights:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from fsqkit.training.checkpoint import load_checkpoint
+from fsqkit.training.ema import module_weights
 from fsqkit.uvim.config import OracleConfig, Stage2Config
 from fsqkit.uvim.oracle import DirectModel, Oracle
 from fsqkit.uvim.stage2 import TokenPredictor
@@ -69,7 +70,8 @@ class UViM(nn.Module):
 def load_uvim_model(path: str, map_location: str = "cpu") -> Oracle | UViM | DirectModel:
     """Any UViM run: an oracle, a full model or a direct baseline (eval mode)."""
     ckpt = load_checkpoint(path, weights_only=True, map_location=map_location)
-    cfg, w = ckpt.config, ckpt.weights
+    cfg = ckpt.config
+    w = {name: module_weights(ckpt.weights, name) for name in ckpt.weights}  # EMA if kept
     if "oracle" not in cfg and "direct" not in cfg:
         raise ValueError(f"{ckpt.path} is not a UViM checkpoint (no 'oracle' or 'direct' config)")
     if "direct" in cfg:
