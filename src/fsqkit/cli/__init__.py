@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # which flags were given (a preset fills the others)
     try:
         return int(args.func(args) or 0)
     except TrainingStopped as err:  # interrupted (130/143), diverged, checkpoint write failed

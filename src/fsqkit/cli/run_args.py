@@ -105,3 +105,45 @@ def trainer_config_from_args(args: argparse.Namespace, **defaults):
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
+
+
+def add_preset_arg(p: argparse.ArgumentParser, presets: dict) -> None:
+    """``--preset NAME`` whose help lists every preset in one line each."""
+    from fsqkit.training.presets import presets_help
+
+    p.add_argument(
+        "--preset",
+        choices=list(presets),
+        default=None,
+        help="the paper's configuration by name; flags given override its values. "
+        + presets_help(presets),
+    )
+
+
+def flag_given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether ``--<dest>`` appeared on the command line."""
+    flag = "--" + dest.replace("_", "-")
+    return any(a == flag or a.startswith(flag + "=") for a in getattr(args, "argv", []))
+
+
+def apply_preset(args: argparse.Namespace, preset) -> dict:
+    """Fill ``args`` from ``preset.args`` where the flag was not given; check the
+    preset's required flags; return the trainer step settings (preset values,
+    then flags; ``grad_accum`` from the preset's global batch and the world size
+    unless ``--grad-accum`` is given)."""
+    import os
+
+    from fsqkit.training.presets import grad_accum_for
+
+    missing = [d for d in preset.required if not flag_given(args, d)]
+    if missing:
+        flags = ", ".join("--" + d.replace("_", "-") for d in missing)
+        raise ValueError(f"--preset {preset.name} needs {flags} (e.g. --data folder:/imagenet/train)")
+    for dest, value in preset.args.items():
+        if not flag_given(args, dest):
+            setattr(args, dest, list(value) if isinstance(value, (list, tuple)) else value)
+    settings = dict(preset.trainer)
+    if preset.global_batch and args.grad_accum is None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        settings["grad_accum"] = grad_accum_for(preset.global_batch, args.batch_size, world)
+    return settings

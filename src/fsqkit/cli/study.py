@@ -70,9 +70,16 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument(
         "--scale",
         default="small",
-        choices=["tiny", "small", "paper"],
-        help="budget preset (default small: a 2-core CPU; paper: GPUs, torchrun)",
+        choices=["tiny", "small", "paper", "imagenet128"],
+        help="budget preset (default small: a 2-core CPU; paper: GPUs, torchrun; imagenet128: "
+        "the paper's Fig. 3 setting, needs --data folder:PATH)",
     )
+    p.add_argument(
+        "--data", default=None, help="data spec (default: the scale's; imagenet128 needs one)"
+    )
+    from fsqkit.cli.run_args import add_step_args
+
+    add_step_args(p)
     p.add_argument("--out", default=out, help=f"study folder (default {out})")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -115,7 +122,10 @@ def _run(study: Callable[..., Table], args: argparse.Namespace, *grid: object) -
         "threads": args.threads,
         "table_only": args.table_only,
     }
-    table = study(args.out, args.scale, *grid, **opts)
+    from fsqkit.cli.run_args import step_settings_from_args
+
+    overrides = {"data": args.data, **step_settings_from_args(args)}
+    table = study(args.out, args.scale, *grid, **opts, **overrides)
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 prints
         print(f"\n{table.to_text()}\n\ntable: {args.out}/table.md")
     return 0

@@ -7,8 +7,14 @@ DistributedDataParallel, through the same trainer as ``train-tokenizer``.
 from __future__ import annotations
 
 import argparse
+import os
 
-from fsqkit.cli.run_args import add_run_args, trainer_config_from_args
+from fsqkit.cli.run_args import (
+    add_preset_arg,
+    add_run_args,
+    apply_preset,
+    trainer_config_from_args,
+)
 from fsqkit.data import DATA_SPECS
 
 
@@ -22,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(10%% of labels dropped for classifier-free guidance). Writes OUT/metrics.jsonl and "
         "atomic checkpoints in OUT/checkpoints/. Works under `torchrun --nproc_per_node=N`.",
     )
+    from fsqkit.maskgit.presets import PRESETS
+
+    add_preset_arg(p, PRESETS)
     p.add_argument(
         "--tokenizer", required=True, help="trained tokenizer (run or checkpoint directory)"
     )
@@ -64,6 +73,13 @@ def run(args: argparse.Namespace) -> int:
     from fsqkit.maskgit.train import MaskGITTrainConfig, train_maskgit
     from fsqkit.training import distributed_session
 
+    preset = None
+    settings: dict = {}
+    if args.preset:
+        from fsqkit.maskgit.presets import PRESETS
+
+        preset = PRESETS[args.preset]
+        settings = apply_preset(args, preset)
     arch = {
         "dim": args.dim,
         "depth": args.depth,
@@ -83,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing,
         label_drop=args.label_drop,
         seed=args.seed,
+        **(preset.train if preset else {}),
     )
-    trainer_cfg = trainer_config_from_args(args)
+    trainer_cfg = trainer_config_from_args(args, **settings)
+    if preset is not None and int(os.environ.get("RANK", "0")) == 0:
+        _describe(preset, arch, train_cfg, trainer_cfg, args.batch_size)
     with distributed_session(args.device) as info:
         result = train_maskgit(arch, train_cfg, trainer_cfg, info)
         if info.is_main:
@@ -97,3 +116,25 @@ def run(args: argparse.Namespace) -> int:
                 f"({result.train_seconds:.1f} s training, {info.world_size} process(es)) -> {args.out}"
             )
     return 0
+
+
+def _describe(preset, arch: dict, train_cfg, trainer_cfg, batch_size: int) -> None:
+    """Print the preset's parameter count, memory per image and chosen values
+    (before the tokens are encoded, a conditional model is counted with
+    ImageNet's 1000 classes)."""
+    import torch
+
+    from fsqkit.maskgit.presets import describe_preset
+    from fsqkit.maskgit.train import config_from_tokenizer
+    from fsqkit.tokenizer import Tokenizer, TokenizerConfig
+    from fsqkit.training import load_checkpoint
+    from fsqkit.training.presets import preset_banner
+
+    saved = load_checkpoint(train_cfg.tokenizer, weights_only=True).config["tokenizer"]
+    tok_cfg = TokenizerConfig.from_dict(saved)
+    with torch.device("meta"):
+        codebook = Tokenizer(tok_cfg).codebook_size
+    classes = 0 if train_cfg.class_conditional is False else 1000
+    cfg = config_from_tokenizer(tok_cfg, codebook, classes, **arch)
+    line = describe_preset(preset, cfg, trainer_cfg.precision, batch_size)
+    print(preset_banner(line, preset, batch_size, trainer_cfg.grad_accum))

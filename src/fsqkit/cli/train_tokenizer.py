@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from fsqkit.cli.arg_types import int_list
-from fsqkit.cli.run_args import add_run_args, trainer_config_from_args
+from fsqkit.cli.run_args import (
+    add_preset_arg,
+    add_run_args,
+    apply_preset,
+    trainer_config_from_args,
+)
 from fsqkit.data import DATA_SPECS
 
 
@@ -128,10 +134,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def train_config_from_args(args: argparse.Namespace):
+def train_config_from_args(args: argparse.Namespace, **fields):
+    """``TokenizerTrainConfig`` from the flags; ``fields``: more config fields
+    (a preset's values that have no flag)."""
     from fsqkit.tokenizer import TokenizerTrainConfig
 
     return TokenizerTrainConfig(
+        **fields,
         data=args.data,
         num_train_images=args.train_images,
         num_val_images=args.val_images,
@@ -154,6 +163,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Works under `torchrun --nproc_per_node=N` (DDP). Writes OUT/metrics.jsonl, "
         "OUT/recon.png and atomic checkpoints in OUT/checkpoints/.",
     )
+    from fsqkit.tokenizer.presets import PRESETS
+
+    add_preset_arg(p, PRESETS)
     add_model_args(p)
     add_train_args(p)
     p.add_argument("--out", required=True, help="run directory")
@@ -166,9 +178,23 @@ def run(args: argparse.Namespace) -> int:
     from fsqkit.tokenizer.model import describe
     from fsqkit.training import distributed_session, replicas_in_sync
 
+    preset = None
+    settings: dict = {}
+    if args.preset:
+        from fsqkit.tokenizer.presets import PRESETS
+
+        preset = PRESETS[args.preset]
+        settings = apply_preset(args, preset)
     model_cfg = model_config_from_args(args)
-    train_cfg = train_config_from_args(args)
-    trainer_cfg = trainer_config_from_args(args)
+    train_cfg = train_config_from_args(args, **(preset.train if preset else {}))
+    trainer_cfg = trainer_config_from_args(args, **settings)
+    if preset is not None and int(os.environ.get("RANK", "0")) == 0:
+        from fsqkit.tokenizer.presets import describe_preset
+        from fsqkit.training.presets import preset_banner
+
+        gan = args.disc_weight > 0
+        line = describe_preset(preset, model_cfg, trainer_cfg.precision, args.batch_size, gan)
+        print(preset_banner(line, preset, args.batch_size, trainer_cfg.grad_accum))
     with distributed_session(args.device) as info:
         result = train_tokenizer(model_cfg, train_cfg, trainer_cfg, info)
         in_sync = replicas_in_sync(result.model, info)  # collective: every rank

@@ -13,7 +13,34 @@ import argparse
 import json
 
 from fsqkit.cli.arg_types import int_list
-from fsqkit.cli.run_args import add_run_args, trainer_config_from_args
+from fsqkit.cli.run_args import (
+    add_preset_arg,
+    add_run_args,
+    apply_preset,
+    trainer_config_from_args,
+)
+
+
+def _preset_settings(args: argparse.Namespace, command: str) -> dict:
+    """Apply ``--preset`` (if any) to ``args``; the trainer step settings."""
+    if not getattr(args, "preset", None):
+        return {}
+    from fsqkit.uvim.presets import run_presets
+
+    return apply_preset(args, run_presets()[command][args.preset])
+
+
+def _describe_preset(args: argparse.Namespace, command: str, model_cfg, trainer_cfg) -> None:
+    import os
+
+    if not getattr(args, "preset", None) or os.environ.get("RANK", "0") != "0":
+        return
+    from fsqkit.training.presets import preset_banner
+    from fsqkit.uvim.presets import describe_run_preset, run_presets
+
+    preset = run_presets()[command][args.preset]
+    line = describe_run_preset(preset, model_cfg, trainer_cfg.precision, args.batch_size)
+    print(preset_banner(line, preset, args.batch_size, trainer_cfg.grad_accum))
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -118,9 +145,12 @@ def run_train_oracle(args: argparse.Namespace) -> int:
     from fsqkit.training import distributed_session
     from fsqkit.uvim import train_oracle
 
+    settings = _preset_settings(args, "train-oracle")
     model_cfg, cfg = _oracle_config(args), _train_config(args, args.task)
+    trainer_cfg = trainer_config_from_args(args, **settings)
+    _describe_preset(args, "train-oracle", model_cfg, trainer_cfg)
     with distributed_session(args.device) as info:
-        result = train_oracle(model_cfg, cfg, trainer_config_from_args(args), info)
+        result = train_oracle(model_cfg, cfg, trainer_cfg, info)
         if info.is_main:
             _print_metrics("oracle", result, args.out)
     return 0
@@ -149,8 +179,11 @@ def run_train_direct(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from fsqkit.training import distributed_session, load_checkpoint
     from fsqkit.uvim import load_oracle, train_stage2
+    from fsqkit.uvim.config import Stage2Config
 
-    task = load_oracle(args.oracle).cfg.task
+    settings = _preset_settings(args, "train")
+    oracle = load_oracle(args.oracle)
+    task = oracle.cfg.task
     if args.data is None:  # default: the data the oracle was trained on
         args.data = load_checkpoint(args.oracle, weights_only=True).config["train"]["data"]
     kwargs = dict(
@@ -160,10 +193,12 @@ def run_train(args: argparse.Namespace) -> int:
         heads=args.heads,
         decode_steps=args.decode_steps,
     )
+    trainer_cfg = trainer_config_from_args(args, **settings)
+    if getattr(args, "preset", None):
+        s2 = Stage2Config.from_oracle(oracle.cfg, oracle.codebook_size, **kwargs)
+        _describe_preset(args, "train", s2, trainer_cfg)
     with distributed_session(args.device) as info:
-        result = train_stage2(
-            args.oracle, _train_config(args, task), trainer_config_from_args(args), info, **kwargs
-        )
+        result = train_stage2(args.oracle, _train_config(args, task), trainer_cfg, info, **kwargs)
         if info.is_main:
             _print_metrics("full model", result, args.out)
     return 0
@@ -221,7 +256,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = top.add_subparsers(dest="uvim_command", metavar="SUBCOMMAND")
     s.required = True
 
+    from fsqkit.uvim.presets import run_presets
+
+    presets = run_presets()
     p = s.add_parser("train-oracle", help="train a stage-I oracle")
+    add_preset_arg(p, presets["train-oracle"])
     _add_arch_args(p)
     _add_quantizer_args(p)
     _add_data_args(p)
@@ -230,6 +269,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train_oracle)
 
     p = s.add_parser("train", help="train stage II on an oracle (the run is the full model)")
+    add_preset_arg(p, presets["train"])
     p.add_argument("--oracle", required=True, help="a train-oracle run directory")
     g = p.add_argument_group("stage II")
     g.add_argument("--decoder", choices=["masked", "autoregressive"], default="masked")

@@ -1,5 +1,5 @@
-"""Tokenizer losses: reconstruction, PatchGAN hinge loss and VQGAN's adaptive
-adversarial weight.
+"""Tokenizer losses: reconstruction, PatchGAN hinge loss, the R1 gradient
+penalty and VQGAN's adaptive adversarial weight.
 
 Dimension legend: ``B`` batch, ``H, W`` image size.
 """
@@ -27,6 +27,14 @@ def reconstruction_loss(recon: Tensor, target: Tensor, kind: str = "l2") -> Tens
 def hinge_d_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
     """Discriminator hinge loss: ``mean(relu(1 - D(x))) + mean(relu(1 + D(G(z))))``, halved."""
     return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def r1_penalty(logits_real: Tensor, real: Tensor) -> Tensor:
+    """R1 (Mescheder et al., 2018): ``mean_B ||d D(x) / d x||^2`` on real images
+    ``x`` (``real`` must require grad and ``logits_real = D(real)``); the caller
+    multiplies by ``gamma / 2``."""
+    (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
 
 
 def hinge_g_loss(logits_fake: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from fsqkit.tokenizer.losses import (
     adaptive_weight,
     hinge_d_loss,
     hinge_g_loss,
+    r1_penalty,
     reconstruction_loss,
 )
 from fsqkit.tokenizer.model import Tokenizer
@@ -60,6 +61,8 @@ class TokenizerTrainConfig(OptimConfig):
         recon_loss: ``"l1"``, ``"l2"`` or ``"l1+l2"``.
         disc_weight: PatchGAN hinge loss weight (0: off); it is switched on after
             ``disc_start`` steps and scaled by VQGAN's adaptive weight.
+        r1_weight: ``gamma`` of the discriminator's R1 gradient penalty on real
+            images (``gamma / 2 * E||grad D||^2``; 0: off; MaskGIT's VQGAN: 10).
         perceptual_weight / perceptual_weights: perceptual loss weight and a local
             VGG16 weights file; without the file the loss is off (a message says so).
         eval_batch_size: batch size of evaluation.
@@ -75,6 +78,7 @@ class TokenizerTrainConfig(OptimConfig):
     disc_weight: float = 0.0
     disc_start: int = 1000
     disc_lr: float | None = None
+    r1_weight: float = 0.0
     perceptual_weight: float = 0.0
     perceptual_weights: str | None = None
     eval_batch_size: int = 256
@@ -85,7 +89,7 @@ class TokenizerTrainConfig(OptimConfig):
         super().__post_init__()
         if self.recon_loss not in RECON_LOSSES:
             raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
-        for name in ("disc_weight", "perceptual_weight", "disc_start"):
+        for name in ("disc_weight", "perceptual_weight", "disc_start", "r1_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.perceptual_weights is not None and not os.path.isfile(self.perceptual_weights):
@@ -253,10 +257,19 @@ class TokenizerTask:
 
     def _disc_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, float]]:
         assert self.ddp_disc is not None
+        r1 = self.cfg.r1_weight
+        if r1:
+            real = real.detach().requires_grad_(True)
         # One forward over real+fake (GroupNorm is per sample): one DDP reduction.
         logits = self.ddp_disc(torch.cat([real, fake]))
-        d_loss = hinge_d_loss(*logits.chunk(2))
-        return d_loss, {"d_loss": d_loss.item()}
+        logits_real, logits_fake = logits.chunk(2)
+        d_loss = hinge_d_loss(logits_real, logits_fake)
+        metrics = {"d_loss": d_loss.item()}
+        if r1:
+            penalty = r1_penalty(logits_real, real)
+            d_loss = d_loss + 0.5 * r1 * penalty
+            metrics["r1"] = penalty.item()
+        return d_loss, metrics
 
     def evaluate(self, step: int) -> dict[str, float]:
         # Every rank evaluates the whole (small) validation set with the unwrapped

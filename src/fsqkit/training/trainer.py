@@ -305,11 +305,17 @@ class Trainer:
             return False
         ckpt = load_checkpoint(found, map_location=str(self.dist.device), verify=False)
         current = json.loads(json.dumps(self.task.config()))  # tuples -> lists, as saved
-        changed = sorted(k for k in current if k != "trainer" and ckpt.config.get(k) != current[k])
+        changed, added = _config_changes(ckpt.config, current)
         if changed:
             raise ValueError(
                 f"cannot resume from {ckpt.path}: its config differs in {changed}; "
                 f"use the same settings or a new --out directory"
+            )
+        if added and self.dist.is_main:
+            print(
+                f"note: {ckpt.path} was written before the settings {added} existed; "
+                f"resuming with their current values",
+                file=sys.stderr,
             )
         modules = self.task.modules()
         saved = {k for k in ckpt.weights if not is_ema_name(k)}
@@ -534,6 +540,23 @@ class Trainer:
             if self.dist.is_main:
                 print(compile_failure_line(err), file=sys.stderr)
             return self._step_once()
+
+
+def _config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``(changed, added)``: entries of ``current`` (below the top level, dotted)
+    whose saved value differs, and entries the saved config does not have yet
+    (settings a later fsqkit version introduced: accepted, with a note)."""
+    changed, added = [], []
+    for key, value in current.items():
+        if key == "trainer":
+            continue
+        old = saved.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            changed += [f"{key}.{k}" for k in old if k not in value or old[k] != value[k]]
+            added += [f"{key}.{k}" for k in value if k not in old]
+        elif old != value:
+            changed.append(key)
+    return sorted(changed), sorted(added)
 
 
 def _trainable(modules: dict[str, nn.Module]) -> list[str]:

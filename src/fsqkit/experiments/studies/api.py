@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fsqkit.experiments.report import Table
 from fsqkit.experiments.studies.cells import QUANTIZER_ROWS, codebook_size_cells, levels_cells
@@ -27,6 +28,7 @@ def codebook_size(
     device: str | None = None,
     threads: int | None = None,
     table_only: bool = False,
+    **scale_overrides: Any,
 ) -> Table:
     """Train and measure a tokenizer + MaskGIT per (quantizer, codebook size).
 
@@ -39,11 +41,13 @@ def codebook_size(
         progress: progress bars; device: ``"cpu"``/``"cuda"`` (default: CUDA if any).
         threads: torch CPU threads (default: the scale's, 1 for tiny/small).
         table_only: train nothing; write the table and figure of the finished cells.
+        scale_overrides: :class:`StudyScale` fields to change (e.g. ``data``,
+            ``precision``, ``ema_decay``, ``grad_accum``, ``compile``).
 
     Returns:
         The study table (also written to ``out/table.md`` and ``out/table.json``).
     """
-    sc = get_scale(scale, cpu_threads=threads)
+    sc = get_scale(scale, cpu_threads=threads, **scale_overrides)
     qs = list(QUANTIZER_ROWS) if quantizers is None else list(quantizers)
     ks = [2**e for e in sc.log2_sizes] if sizes is None else list(sizes)
     cells = codebook_size_cells(qs, ks, sc.vq_dim, sc.seed)
@@ -61,11 +65,12 @@ def levels(
     device: str | None = None,
     threads: int | None = None,
     table_only: bool = False,
+    **scale_overrides: Any,
 ) -> Table:
     """FSQ at fixed codebook sizes with level sets whose smallest ``L_i`` is each
     of ``min_levels`` (the paper advises ``L_i >= 5``); same outputs as
     :func:`codebook_size`."""
-    sc = get_scale(scale, cpu_threads=threads)
+    sc = get_scale(scale, cpu_threads=threads, **scale_overrides)
     cells = levels_cells(list(sizes), list(min_levels))
     title = f"FSQ levels study (scale {sc.name}): smallest level {list(min_levels)}"
     return run_study(title, cells, sc, out, progress=progress, device=device, table_only=table_only)

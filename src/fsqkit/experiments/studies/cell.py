@@ -175,6 +175,10 @@ def _trainer_cfg(out: str, steps: int, scale: StudyScale, progress: bool) -> Tra
         keep_checkpoints=1,
         resume=True,
         progress=progress,
+        precision=scale.precision,
+        ema_decay=scale.ema_decay,
+        grad_accum=scale.grad_accum,
+        compile=scale.compile,
     )
 
 

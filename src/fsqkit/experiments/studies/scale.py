@@ -6,6 +6,12 @@ shares with the other cells (data, architecture, steps, stage II, evaluation).
   the paper's sizes 2^4 … 2^12 (see docs/studies.md for the measured wall time).
 - ``paper``: codebooks up to 2^16, sized for GPUs; runs unchanged under
   ``torchrun`` (each cell trains with DDP, every rank evaluates, rank 0 writes).
+- ``imagenet128``: the paper's Fig. 3 setting: ImageNet at 128x128 (``--data
+  folder:PATH`` to its train folder), MaskGIT's VQGAN tokenizer (128 filters,
+  ``[1, 1, 2, 2, 4]``, 16x down-sampling: 8x8 tokens) and its stage II
+  (24 layers, width 768, 16 heads), codebooks 2^4 … 2^16; bf16 autocast.
+  Where the paper is silent (steps, batch, image counts for the metrics) see
+  :data:`IMAGENET128_NOTES`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class StudyScale:
         seed: one seed for data, init and batches of every cell.
         cpu_threads: torch threads when running on the CPU (``None``: torch's
             default); one thread is much faster on a busy, shared 2-core machine.
+        precision, ema_decay, grad_accum, compile: the trainer's step settings
+            for both stages (:class:`~fsqkit.training.TrainerConfig`).
     """
 
     name: str
@@ -64,6 +72,10 @@ class StudyScale:
     stage2: MaskGITBudget = field(default_factory=MaskGITBudget)
     seed: int = 0
     cpu_threads: int | None = 1
+    precision: str = "fp32"
+    ema_decay: float = 0.0
+    grad_accum: int = 1
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.cpu_threads is not None and self.cpu_threads < 1:
@@ -144,8 +156,51 @@ SCALES: dict[str, StudyScale] = {
 }
 
 
+IMAGENET128_NOTES = (
+    "8x8 tokens (the f=16 tokenizer of the ImageNet-256 runs at 128 px; the paper does not "
+    "give the factor of Fig. 3)",
+    "stage I 300k steps at batch 64 x 4 micro-batches (global 256 on one process), stage II "
+    "300k steps at batch 64 x 4; lr 1e-4 both (the paper's MaskGIT values)",
+    "metrics on 50k validation images: usage on all of them, FID (Inception when installed) "
+    "and compression cost on 10k; 12 decoding steps, 10k samples",
+)
+SCALES["imagenet128"] = StudyScale(
+    name="imagenet128",
+    log2_sizes=PAPER_LOG2_SIZES,
+    data="",  # the user's ImageNet folder: --data folder:PATH
+    image_size=128,
+    train_images=0,
+    val_images=50_000,
+    fd_images=10_000,
+    base_channels=128,
+    channel_mult=(1, 1, 2, 2, 4),
+    num_res_blocks=2,
+    vq_dim=256,
+    steps=300_000,
+    batch_size=64,
+    lr=1e-4,
+    ckpt_every=5000,
+    cpu_threads=None,
+    precision="bf16",
+    grad_accum=4,
+    stage2=MaskGITBudget(
+        steps=300_000,
+        dim=768,
+        depth=24,
+        heads=16,
+        batch_size=64,
+        lr=1e-4,
+        num_samples=10_000,
+        decode_steps=12,
+    ),
+)
+
+
 def get_scale(name: str, **overrides: Any) -> StudyScale:
     """The preset ``name`` with ``overrides`` (``None`` values ignored)."""
     if name not in SCALES:
         raise ValueError(f"unknown scale {name!r}; expected one of {', '.join(SCALES)}")
-    return replace(SCALES[name], **{k: v for k, v in overrides.items() if v is not None})
+    scale = replace(SCALES[name], **{k: v for k, v in overrides.items() if v is not None})
+    if not scale.data:
+        raise ValueError(f"scale {name!r} needs --data (its ImageNet train folder: folder:PATH)")
+    return scale
