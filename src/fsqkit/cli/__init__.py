@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "demo",
     "train_maskgit",
     "sample",
+    "fid",
     "study",
     "uvim",
 ]

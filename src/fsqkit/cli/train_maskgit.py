@@ -64,6 +64,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="at least this fraction of tokens is masked per example (paper: 0.45)",
     )
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--fid-samples",
+        type=int,
+        default=0,
+        help="sample N images in each evaluation for FID/precision/recall (default 0: off)",
+    )
+    t.add_argument(
+        "--fid",
+        choices=["auto", "inception", "random-conv"],
+        default="auto",
+        help="features of --fid-samples (auto: Inception-v3 when installed, pip install "
+        "'fsqkit[fid]'; else random-conv)",
+    )
     add_run_args(p)
     p.set_defaults(func=run)
 
@@ -99,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing,
         label_drop=args.label_drop,
         seed=args.seed,
+        fid_samples=args.fid_samples,
+        fid=args.fid,
         **(preset.train if preset else {}),
     )
     trainer_cfg = trainer_config_from_args(args, **settings)

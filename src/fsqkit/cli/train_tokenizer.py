@@ -127,6 +127,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
+        "--fid",
+        choices=["none", "auto", "inception", "random-conv"],
+        default="none",
+        help="reconstruction FID + precision/recall in each evaluation (auto: Inception-v3 "
+        "when installed, pip install 'fsqkit[fid]'; else random-conv features)",
+    )
+    t.add_argument(
         "--train-images", type=int, default=None, help="embedded: number of training crops"
     )
     t.add_argument(
@@ -152,6 +159,7 @@ def train_config_from_args(args: argparse.Namespace, **fields):
         perceptual_weight=args.perceptual_weight,
         perceptual_weights=args.perceptual_weights,
         seed=args.seed,
+        fid=args.fid,
     )
 
 

@@ -31,8 +31,12 @@ from fsqkit.maskgit.sampling import sample_tokens
 from fsqkit.maskgit.schedule import decoding_schedule
 from fsqkit.metrics.classifier import PixelClassifier
 from fsqkit.metrics.features import FeatureExtractor, RandomConvFeatures
+from fsqkit.metrics.fid import FeatureStats, fid_from_stats, gather_rows, shard
+from fsqkit.metrics.inception import is_inception
+from fsqkit.metrics.precision_recall import precision_recall
 from fsqkit.metrics.sample_quality import feature_quality
 from fsqkit.tokenizer import Tokenizer
+from fsqkit.training.distributed import DistInfo
 
 
 @torch.no_grad()
@@ -104,7 +108,8 @@ class GenerationEval:
     """Result of :func:`evaluate_generation`.
 
     Attributes:
-        metrics: ``fd``, ``precision``, ``recall`` (samples vs held-out real images),
+        metrics: ``fd``, ``precision``, ``recall`` (samples vs held-out real images;
+            also ``fid`` when the features are Inception-v3's),
             ``bits_per_image`` / ``bits_per_token`` / ``raw_bits_per_image``
             (compression cost of the held-out images' tokens), and for conditional
             models ``class_accuracy`` (samples classified as the requested class)
@@ -152,6 +157,8 @@ def evaluate_generation(
     extractor = extractor or RandomConvFeatures()
     real_f = extractor(real) if real_features is None else real_features
     metrics = feature_quality(real_f, extractor(samples))
+    if is_inception(extractor):
+        metrics["fid"] = metrics["fd"]  # the Fréchet distance of Inception features
     val_tokens = torch.cat([tokenizer.encode(x.to(device)).cpu() for x in real.split(256)])
     val_labels = val.labels if conditional else None
     steps = compression_steps or min(num_steps, model.config.seq_len)
@@ -163,3 +170,53 @@ def evaluate_generation(
         metrics["class_accuracy"] = judge.accuracy(samples, labels)
         metrics["real_accuracy"] = judge.accuracy(real, val.labels)
     return GenerationEval(metrics, samples, tokens, labels)
+
+
+@torch.no_grad()
+def sample_fid(
+    model: MaskGITTransformer,
+    tokenizer: Tokenizer,
+    val: ImageDataset,
+    extractor: FeatureExtractor,
+    num_samples: int,
+    *,
+    info: DistInfo | None = None,
+    num_steps: int = 12,
+    seed: int = 0,
+    batch_size: int = 64,
+    pr_samples: int = 10_000,
+    real: tuple[FeatureStats, Tensor] | None = None,
+) -> tuple[dict[str, float], tuple[FeatureStats, Tensor]]:
+    """Sampling FID against all of ``val``, streamed: each rank samples and
+    measures its share of ``num_samples`` (conditional models get the classes in
+    turn) and of ``val``; the statistics are summed over ranks. Precision and
+    recall use the first ``pr_samples`` of each.
+
+    Returns ``({"fid" or "sample_fd", "precision", "recall"}, real)`` where
+    ``real`` (the validation statistics and precision/recall features) can be
+    passed back to skip the real images next time.
+    """
+    info = info or DistInfo()
+    device = next(tokenizer.parameters()).device
+    if real is None:
+        stats, kept = FeatureStats(), []
+        for idx in torch.tensor(list(shard(len(val), info)), dtype=torch.long).split(batch_size):
+            f = extractor(val.batch(idx))
+            stats.update(f)
+            kept.append(f[idx < pr_samples])
+        stats.all_reduce(info)
+        real = (stats, gather_rows(torch.cat(kept), info))
+    fake, kept = FeatureStats(), []
+    classes = model.config.num_classes
+    for idx in torch.tensor(list(shard(num_samples, info)), dtype=torch.long).split(batch_size):
+        labels = idx % classes if classes else None
+        tokens = sample_tokens(
+            model, len(idx), labels, num_steps=num_steps, seed=seed * 1_000_003 + int(idx[0])
+        )
+        f = extractor(tokenizer.decode(tokens.to(device)).cpu())
+        fake.update(f)
+        kept.append(f[idx < pr_samples])
+    fake.all_reduce(info)
+    precision, recall = precision_recall(real[1], gather_rows(torch.cat(kept), info))
+    key = "fid" if is_inception(extractor) else "sample_fd"
+    return {key: fid_from_stats(real[0], fake), "precision": precision, "recall": recall}, real

@@ -21,12 +21,14 @@ from typing import Any
 
 import torch
 
+from fsqkit.data import build_dataset
 from fsqkit.maskgit.config import MaskGITConfig
-from fsqkit.maskgit.evaluate import compression_cost
+from fsqkit.maskgit.evaluate import compression_cost, sample_fid
 from fsqkit.maskgit.loss import masked_token_loss
 from fsqkit.maskgit.model import MaskGITTransformer
 from fsqkit.maskgit.schedule import PAPER_R_MIN
 from fsqkit.maskgit.tokens import TokenData, cached_tokens, tokenizer_fingerprint
+from fsqkit.metrics.inception import feature_extractor
 from fsqkit.tokenizer import Tokenizer, TokenizerConfig
 from fsqkit.training import (
     DistInfo,
@@ -59,7 +61,12 @@ class MaskGITTrainConfig(OptimConfig):
         r_min: lower bound of ``r`` in the masking schedule (paper: 0.2972).
         label_smoothing, label_drop: of the loss / for classifier-free guidance.
         eval_steps: decoding steps of the deterministic schedule for the
-            validation compression cost.
+            validation compression cost (and of sampling for ``fid_samples``).
+        fid_samples: also sample this many images in each evaluation and report
+            their FID (``fid``: Inception-v3 when installed, else random-conv
+            ``sample_fd``), precision and recall against the validation images,
+            streamed and shared across ranks (0: off).
+        fid: ``"auto"``, ``"inception"`` or ``"random-conv"`` features.
         seed (inherited): also seeds the masks.
     """
 
@@ -76,6 +83,8 @@ class MaskGITTrainConfig(OptimConfig):
     label_smoothing: float = 0.1
     label_drop: float = 0.1
     eval_steps: int = 8
+    fid_samples: int = 0
+    fid: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -182,6 +191,7 @@ class MaskGITTask:
             self.dist.rank,
             self.dist.world_size,
         )
+        self._fid: tuple | None = None  # (extractor, val images, real statistics)
         torch.manual_seed(train_cfg.seed + 1 + self.dist.rank)  # dropout streams
 
     # ----------------------------------------------------------- TrainTask
@@ -263,8 +273,31 @@ class MaskGITTask:
         )
         steps = min(self.cfg.eval_steps, self.model_cfg.seq_len)
         cost = compression_cost(model, tokens, labels, num_steps=steps)
+        out = {"val_loss": metrics["loss"], "val_masked_acc": metrics["masked_acc"], **cost}
+        if self.cfg.fid_samples:
+            out.update(self._sample_fid(step, steps))
         model.train(was)
-        return {"val_loss": metrics["loss"], "val_masked_acc": metrics["masked_acc"], **cost}
+        return out
+
+    def _sample_fid(self, step: int, num_steps: int) -> dict[str, float]:
+        cfg = self.cfg
+        if self._fid is None:
+            extractor = feature_extractor(cfg.fid, self.dist.device, say=self.dist.is_main)
+            val = build_dataset(
+                cfg.data,
+                "val",
+                image_size=self.tokenizer.cfg.image_size,
+                seed=cfg.seed,
+                num_images=cfg.num_val_images,
+            )
+            self._fid = (extractor, val, None)
+        extractor, val, real = self._fid
+        metrics, real = sample_fid(
+            self.model, self.tokenizer, val, extractor, cfg.fid_samples,
+            info=self.dist, num_steps=num_steps, seed=cfg.seed + step, real=real,
+        )  # fmt: skip
+        self._fid = (extractor, val, real)
+        return metrics
 
 
 @dataclass

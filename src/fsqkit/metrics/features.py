@@ -112,12 +112,15 @@ class RandomConvFeatures(nn.Module):
 
 class TorchScriptInceptionFeatures:
     """Standard FID features from a local TorchScript Inception-v3 (see module docstring).
+    Subclasses adapt other file layouts by overriding :meth:`_forward`.
 
     Args:
         path: the ``.pt`` TorchScript file (e.g. ``inception-2015-12-05.pt``).
         device: where to run it.
         batch_size: images per forward pass.
     """
+
+    is_inception = True
 
     def __init__(
         self, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 64
@@ -130,22 +133,26 @@ class TorchScriptInceptionFeatures:
             )
         try:
             self.model = torch.jit.load(str(path), map_location=device).eval()
-        except RuntimeError as err:
-            raise ValueError(f"{path} is not a loadable TorchScript file: {err}") from None
+        except (RuntimeError, ValueError) as err:
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise ValueError(f"{path} is not a loadable TorchScript file: {first}") from None
         self.device, self.batch_size = torch.device(device), batch_size
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
+        """``[N, 3, H, W]`` float in ``[0, 1]`` -> ``[N, 2048]`` float32 (CPU)."""
         images = check_images(images).float()
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            x = images[i : i + self.batch_size].to(self.device)
-            x = F.interpolate(
-                x, size=(299, 299), mode="bicubic", antialias=True, align_corners=False
-            )
-            x = (x.clamp(0, 1) * 255.0).round()
-            out.append(self.model(x, return_features=True).float().cpu())
-        return torch.cat(out)
+        out = [
+            self._forward(images[i : i + self.batch_size].to(self.device).clamp(0.0, 1.0))
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return torch.cat(out) if out else torch.empty(0, 2048)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        """One batch ``[b, 3, H, W]`` in ``[0, 1]`` (on the device) -> ``[b, 2048]``."""
+        x = F.interpolate(x, size=(299, 299), mode="bicubic", antialias=True, align_corners=False)
+        x = (x.clamp(0, 1) * 255.0).round()
+        return self.model(x, return_features=True).float().cpu()
 
 
 def build_feature_extractor(

@@ -51,6 +51,7 @@ PRESETS: dict[str, RunPreset] = {
             "lr": 1e-4,
             "batch_size": 32,
             "steps": 500_000,
+            "fid": "auto",
         },
         train={"betas": (0.0, 0.99), "r1_weight": 10.0, "warmup_steps": 1000},
         trainer={"precision": "bf16"},

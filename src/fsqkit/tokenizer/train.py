@@ -18,6 +18,8 @@ from torch import Tensor
 
 from fsqkit.data import ImageDataset, build_dataset
 from fsqkit.data.io import save_image_grid
+from fsqkit.metrics.fid import reconstruction_fid
+from fsqkit.metrics.inception import FEATURE_KINDS, feature_extractor
 from fsqkit.metrics.reconstruction import reconstruction_metrics
 from fsqkit.quantizers.stats import WindowUsage
 from fsqkit.tokenizer.config import TokenizerConfig
@@ -67,6 +69,11 @@ class TokenizerTrainConfig(OptimConfig):
             VGG16 weights file; without the file the loss is off (a message says so).
         eval_batch_size: batch size of evaluation.
         grid_images: originals/reconstructions shown in ``recon.png``.
+        fid: reconstruction FID in every evaluation: ``"none"`` (default),
+            ``"auto"`` (Inception-v3 when installed, else random-conv features with
+            a line saying so), ``"inception"`` or ``"random-conv"``; adds ``rfid``
+            (or ``recon_fd``), ``recon_precision`` and ``recon_recall``, streamed
+            over the validation set and shared across ranks.
     """
 
     data: str = "embedded"
@@ -83,10 +90,13 @@ class TokenizerTrainConfig(OptimConfig):
     perceptual_weights: str | None = None
     eval_batch_size: int = 256
     grid_images: int = 16
+    fid: str = "none"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.fid not in ("none", *FEATURE_KINDS):
+            raise ValueError(f"fid must be none, {', '.join(FEATURE_KINDS)}; got {self.fid!r}")
         if self.recon_loss not in RECON_LOSSES:
             raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
         for name in ("disc_weight", "perceptual_weight", "disc_start", "r1_weight"):
@@ -184,6 +194,7 @@ class TokenizerTask:
         elif train_cfg.perceptual_weight > 0:
             say(DISABLED_MESSAGE)
         self._live_usage = WindowUsage(self.model.codebook_size, USAGE_WINDOW)
+        self._extractor = None  # FID features, built at the first evaluation
         torch.manual_seed(train_cfg.seed + 1 + self.dist.rank)
 
     # ----------------------------------------------------------- TrainTask
@@ -277,6 +288,21 @@ class TokenizerTask:
         metrics = evaluate_tokenizer(
             self.model, self.val_data, self.cfg.eval_batch_size, self.dist.device
         )
+        if self.cfg.fid != "none":
+            if self._extractor is None:
+                say = self.dist.is_main
+                self._extractor = feature_extractor(self.cfg.fid, self.dist.device, say=say)
+            was = self.model.training
+            self.model.eval()
+            fid = reconstruction_fid(
+                self.val_data,
+                self.model.reconstruct,
+                self._extractor,
+                self.dist,
+                self.cfg.eval_batch_size,
+            )
+            metrics.update(fid)
+            self.model.train(was)
         if self.dist.is_main and self.cfg.grid_images:
             self.save_grid(os.path.join(self.out_dir, "recon.png"))
         return metrics

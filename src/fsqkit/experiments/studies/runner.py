@@ -31,7 +31,7 @@ from fsqkit.experiments.studies.cells import Cell
 from fsqkit.experiments.studies.plots import save_study_figure
 from fsqkit.experiments.studies.scale import StudyScale
 from fsqkit.experiments.studies.table import study_table
-from fsqkit.metrics import RandomConvFeatures
+from fsqkit.metrics.inception import feature_extractor
 from fsqkit.training import DistInfo, atomic_write_text, distributed_session
 
 FAILED_FILE = "failed.json"
@@ -159,7 +159,7 @@ def _eval_context(scale: StudyScale) -> EvalContext:
     val = build_dataset(
         scale.data, "val", image_size=scale.image_size, seed=scale.seed, num_images=scale.fd_images
     )
-    extractor = RandomConvFeatures()
+    extractor = feature_extractor(scale.features)
     usage = None
     if scale.usage_images is not None and scale.usage_images > scale.val_images:
         usage = build_dataset(

@@ -51,6 +51,9 @@ class StudyScale:
             default); one thread is much faster on a busy, shared 2-core machine.
         precision, ema_decay, grad_accum, compile: the trainer's step settings
             for both stages (:class:`~fsqkit.training.TrainerConfig`).
+        features: feature space of the Fréchet distances and precision/recall:
+            ``"random-conv"`` (offline proxy), ``"inception"`` (FID) or ``"auto"``
+            (Inception when installed, see :mod:`fsqkit.metrics.inception`).
     """
 
     name: str
@@ -76,6 +79,7 @@ class StudyScale:
     ema_decay: float = 0.0
     grad_accum: int = 1
     compile: bool = False
+    features: str = "random-conv"
 
     def __post_init__(self) -> None:
         if self.cpu_threads is not None and self.cpu_threads < 1:
@@ -183,6 +187,7 @@ SCALES["imagenet128"] = StudyScale(
     cpu_threads=None,
     precision="bf16",
     grad_accum=4,
+    features="auto",
     stage2=MaskGITBudget(
         steps=300_000,
         dim=768,
