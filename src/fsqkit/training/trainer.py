@@ -488,6 +488,7 @@ class Trainer:
                             "step": self.step,
                             "split": "val",
                             "train_seconds": self.train_seconds,
+                            **_peak_memory(self.dist.device),
                             **self.last_eval,
                         }
                     )
@@ -557,6 +558,16 @@ def _config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[lis
         elif old != value:
             changed.append(key)
     return sorted(changed), sorted(added)
+
+
+def _peak_memory(device: torch.device) -> dict[str, float]:
+    """The process's peak memory so far: CUDA memory allocated on ``device``, or
+    the resident set size on the CPU (MiB)."""
+    if device.type == "cuda":
+        return {"peak_cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20}
+    import resource
+
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def _trainable(modules: dict[str, nn.Module]) -> list[str]:
