@@ -10,6 +10,7 @@ import argparse
 import json
 
 from fsqkit.cli.arg_types import int_list
+from fsqkit.cli.data_args import add_stream_args, stream_options_from_args
 from fsqkit.cli.run_args import add_run_args, trainer_config_from_args
 from fsqkit.data import DATA_SPECS
 
@@ -124,8 +125,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--train-images", type=int, default=None, help="embedded: number of training crops"
     )
     t.add_argument(
-        "--val-images", type=int, default=None, help="embedded: number of validation crops"
+        "--val-images",
+        type=int,
+        default=None,
+        help="embedded: number of validation crops; folder/wds: evaluate only the first N",
     )
+    add_stream_args(p)
 
 
 def train_config_from_args(args: argparse.Namespace):
@@ -143,6 +148,7 @@ def train_config_from_args(args: argparse.Namespace):
         perceptual_weight=args.perceptual_weight,
         perceptual_weights=args.perceptual_weights,
         seed=args.seed,
+        **stream_options_from_args(args),
     )
 
 

@@ -11,6 +11,13 @@ image_size=..., seed=...)`` with ``spec`` one of:
 
 Every source returns an :class:`ImageDataset` (uint8 ``(N, 3, H, W)`` + labels).
 
+Data larger than memory: :func:`open_images` keeps the built-ins in memory and
+streams ``folder:PATH`` (:class:`~fsqkit.data.streamed.FolderImages`: a cached
+file list, decoding and augmentation in DataLoader workers, bad files skipped
+and counted) and ``wds:PATTERN`` (WebDataset tar shards,
+:class:`~fsqkit.data.shards.ShardImages`). Stage II's encoded tokens are stored
+as ``.npy`` token shards (:mod:`fsqkit.data.token_shards`). docs/data.md.
+
 Images with per-pixel targets (depth, semantic and instance maps) for dense
 prediction: :func:`fsqkit.data.dense.build_dense_dataset` (``scenes``, the
 procedural renderer of :mod:`fsqkit.data.scenes`; ``embedded``; NYU Depth v2;
@@ -25,8 +32,10 @@ from fsqkit.data.dense import DENSE_DATA_SPECS, DenseBatch, DenseDataset, build_
 from fsqkit.data.digits import digits_dataset
 from fsqkit.data.embedded import embedded_dataset
 from fsqkit.data.files import folder_dataset, npz_dataset
+from fsqkit.data.options import StreamOptions, default_workers
+from fsqkit.data.sources import is_streamed, iter_image_batches, open_images
 
-DATA_SPECS = ("embedded", "digits", "folder:PATH", "npz:PATH")
+DATA_SPECS = ("embedded", "digits", "folder:PATH", "npz:PATH", "wds:PATTERN")
 
 
 def build_dataset(
@@ -39,7 +48,8 @@ def build_dataset(
 ) -> ImageDataset:
     """Build the ``split`` (``"train"`` or ``"val"``) of the data source ``spec``.
 
-    ``num_images`` only applies to ``embedded`` (number of crops). Raises
+    ``num_images``: ``embedded``: number of crops; ``folder``: the first images
+    of the split (``None``: all). Raises
     ``ValueError`` for an unknown spec and ``FileNotFoundError`` for a missing path.
     """
     if not isinstance(spec, str):
@@ -56,8 +66,11 @@ def build_dataset(
     if kind in ("folder", "npz"):
         if not path:
             raise ValueError(f"data spec {spec!r} needs a path, e.g. '{kind}:/data/images'")
-        builder = folder_dataset if kind == "folder" else npz_dataset
-        return builder(path, split, image_size=image_size, seed=seed)
+        if kind == "folder":
+            return folder_dataset(
+                path, split, image_size=image_size, seed=seed, num_images=num_images
+            )
+        return npz_dataset(path, split, image_size=image_size, seed=seed)
     raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(DATA_SPECS)}")
 
 
@@ -67,10 +80,15 @@ __all__ = [
     "DenseBatch",
     "DenseDataset",
     "ImageDataset",
+    "StreamOptions",
     "build_dataset",
     "build_dense_dataset",
+    "default_workers",
     "digits_dataset",
     "embedded_dataset",
     "folder_dataset",
+    "is_streamed",
+    "iter_image_batches",
     "npz_dataset",
+    "open_images",
 ]

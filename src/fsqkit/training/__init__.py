@@ -8,11 +8,13 @@
   divergence, a failed write) and how a checkpoint fails (corrupt, unwritable).
 - :class:`OptimConfig`, :func:`lr_at`: the shared optimiser settings and schedule;
   :class:`SavedConfig`: (de)serialisation of model configs.
-- :class:`StepSampler`: seeded per-step batches (exact resume, DDP slices).
+- :class:`StepSampler`, :class:`EpochSampler`: seeded per-step batches (exact
+  resume, DDP slices); :func:`batch_source`: a task's batches, in memory or streamed.
 - :func:`setup_distributed`, :func:`wrap_ddp`, :func:`unwrap`: ``torchrun`` support.
 - :class:`MetricsLogger`, :func:`read_metrics`: metrics JSON lines.
 """
 
+from fsqkit.training.batches import BatchSource, InMemoryBatches, batch_source
 from fsqkit.training.checkpoint import (
     Checkpoint,
     atomic_write_text,
@@ -44,15 +46,18 @@ from fsqkit.training.errors import (
 from fsqkit.training.metrics_log import MetricsLogger, read_metrics
 from fsqkit.training.optim import OptimConfig, lr_at
 from fsqkit.training.rng import get_rng_state, seed_everything, set_rng_state
-from fsqkit.training.sampler import StepSampler
+from fsqkit.training.sampler import EpochSampler, StepSampler
 from fsqkit.training.trainer import Trainer, TrainerConfig, TrainTask
 
 __all__ = [
+    "BatchSource",
     "Checkpoint",
     "CheckpointCorrupt",
     "CheckpointSaveFailed",
     "CheckpointWriteError",
     "DistInfo",
+    "EpochSampler",
+    "InMemoryBatches",
     "MetricsLogger",
     "OptimConfig",
     "RunDirectoryInUse",
@@ -66,6 +71,7 @@ __all__ = [
     "TrainingStopped",
     "atomic_write_text",
     "barrier",
+    "batch_source",
     "cleanup_distributed",
     "distributed_session",
     "get_rng_state",
