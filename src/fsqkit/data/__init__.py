@@ -32,7 +32,7 @@ from fsqkit.data.dense import DENSE_DATA_SPECS, DenseBatch, DenseDataset, build_
 from fsqkit.data.digits import digits_dataset
 from fsqkit.data.embedded import embedded_dataset
 from fsqkit.data.files import folder_dataset, npz_dataset
-from fsqkit.data.options import StreamOptions, default_workers
+from fsqkit.data.options import ReadOptions, StreamOptions, default_workers
 from fsqkit.data.sources import is_streamed, iter_image_batches, open_images
 
 DATA_SPECS = ("embedded", "digits", "folder:PATH", "npz:PATH", "wds:PATTERN")
@@ -63,6 +63,11 @@ def build_dataset(
         return embedded_dataset(split, image_size=image_size, num_images=num_images, seed=seed)
     if kind == "digits" and not path:
         return digits_dataset(split, image_size=image_size, seed=seed)
+    if kind == "wds":
+        raise ValueError(
+            f"{spec!r} is a streamed source (tar shards): the training commands read it, "
+            "or use fsqkit.data.open_images"
+        )
     if kind in ("folder", "npz"):
         if not path:
             raise ValueError(f"data spec {spec!r} needs a path, e.g. '{kind}:/data/images'")
@@ -80,6 +85,7 @@ __all__ = [
     "DenseBatch",
     "DenseDataset",
     "ImageDataset",
+    "ReadOptions",
     "StreamOptions",
     "build_dataset",
     "build_dense_dataset",

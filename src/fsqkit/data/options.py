@@ -28,31 +28,22 @@ def default_workers() -> int:
 
 
 @dataclass
-class StreamOptions:
-    """Streamed-data settings (a base of the training configs).
+class ReadOptions:
+    """How streamed data is read (a base of the training configs).
 
     Attributes:
         val_data: the validation source (default: the data's own ``val`` split:
-            ``PATH/val`` next to ``PATH/train``, or a held-out 10%).
-        augment: training augmentation of streamed images: ``"crop"`` (random
-            square of the image resized to the short side, MaskGIT's VQGAN),
-            ``"resized-crop"`` (Inception's random resized crop) or ``"none"``
-            (the evaluation centre crop). The built-in sources are not augmented.
-        flip: random horizontal flips with ``crop`` / ``resized-crop``.
+            ``PATH/val`` next to ``PATH/train``, a held-out 10%, or the last tar shard).
         workers: DataLoader decoding processes (``None``: :func:`default_workers`;
             0: decode in the training process).
         max_bad_files: stop when more image files than this are unreadable.
     """
 
     val_data: str | None = None
-    augment: str = "crop"
-    flip: bool = True
     workers: int | None = None
     max_bad_files: int = DEFAULT_MAX_BAD_FILES
 
     def __post_init__(self) -> None:
-        if self.augment not in AUGMENT_MODES:
-            raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {self.augment!r}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.max_bad_files < 0:
@@ -62,14 +53,35 @@ class StreamOptions:
             parent()
 
     @property
-    def augmentation(self) -> Augment:
-        return Augment(self.augment, flip=self.flip)
-
-    @property
     def num_workers(self) -> int:
         return default_workers() if self.workers is None else self.workers
 
 
-def saved_fields(config: dict) -> dict:
-    """``config`` (an ``asdict`` of a training config) without the runtime fields."""
-    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
+@dataclass
+class StreamOptions(ReadOptions):
+    """:class:`ReadOptions` and the training augmentation of streamed images.
+
+    Attributes:
+        augment: training augmentation of streamed images: ``"crop"`` (random
+            square of the image resized to the short side, MaskGIT's VQGAN),
+            ``"resized-crop"`` (Inception's random resized crop) or ``"none"``
+            (the evaluation centre crop). The built-in sources are not augmented.
+        flip: random horizontal flips with ``crop`` / ``resized-crop``.
+    """
+
+    augment: str = "crop"
+    flip: bool = True
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENT_MODES:
+            raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {self.augment!r}")
+        super().__post_init__()
+
+    @property
+    def augmentation(self) -> Augment:
+        return Augment(self.augment, flip=self.flip)
+
+
+def saved_fields(config: dict, runtime: tuple[str, ...] = RUNTIME_FIELDS) -> dict:
+    """``config`` (an ``asdict`` of a training config) without the ``runtime`` fields."""
+    return {k: v for k, v in config.items() if k not in runtime}

@@ -66,6 +66,8 @@ def open_images(
     if kind == "wds":
         from fsqkit.data.shards import ShardImages
 
+        if split == "train" and val_spec:
+            split = "all"  # validation comes from elsewhere: every shard trains
         return ShardImages.open(
             path, split, image_size=image_size, augment=aug, bad=bad, workers=workers,
             num_images=num_images,

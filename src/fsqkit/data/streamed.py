@@ -141,6 +141,20 @@ class FolderImages(torch.utils.data.Dataset):
         for raw in self.iter_raw(batch_size):
             yield raw.float_images()
 
+    def num_parts(self, part_size: int) -> int:
+        """Parts of ``part_size`` consecutive files (the last may be shorter)."""
+        return -(-len(self) // part_size)
+
+    def iter_part(
+        self, k: int, part_size: int, batch_size: int, workers: int | None = None
+    ) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """Evaluation crops ``(B, 3, S, S)`` float and labels ``(B,)`` (or ``None``)
+        of part ``k``; unreadable files are left out."""
+        w = self.workers if workers is None else workers
+        stop = min(len(self), (k + 1) * part_size)
+        for raw in sequential_batches(self, range(k * part_size, stop), batch_size, w, self.bad):
+            yield raw.float_images(), raw.labels if self.has_labels else None
+
     def head(self, n: int) -> FolderImages:
         """The first ``n`` files of the split (all if there are fewer)."""
         if n >= len(self):

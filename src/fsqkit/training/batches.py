@@ -72,7 +72,10 @@ def batch_source(
     if streamed and order != "epoch":
         raise ValueError("streamed data is read in epochs (order='epoch')")
     cls = EpochSampler if order == "epoch" else StepSampler
-    sampler = cls(len(data), batch_size, seed, d.rank, d.world_size)
+    # A stream of unknown length (tar shards) orders itself: its loader uses
+    # only the sampler's batch size, seed, rank and world size.
+    n = len(data) if hasattr(data, "__len__") else 1
+    sampler = cls(n, batch_size, seed, d.rank, d.world_size)
     if streamed:
         return data.loader(sampler, workers=workers)
     return InMemoryBatches(data, sampler)
