@@ -33,51 +33,13 @@ from fsqkit.data.digits import digits_dataset
 from fsqkit.data.embedded import embedded_dataset
 from fsqkit.data.files import folder_dataset, npz_dataset
 from fsqkit.data.options import ReadOptions, StreamOptions, default_workers
-from fsqkit.data.sources import is_streamed, iter_image_batches, open_images
-
-DATA_SPECS = ("embedded", "digits", "folder:PATH", "npz:PATH", "wds:PATTERN")
-
-
-def build_dataset(
-    spec: str,
-    split: str,
-    *,
-    image_size: int = 32,
-    seed: int = 0,
-    num_images: int | None = None,
-) -> ImageDataset:
-    """Build the ``split`` (``"train"`` or ``"val"``) of the data source ``spec``.
-
-    ``num_images``: ``embedded``: number of crops; ``folder``: the first images
-    of the split (``None``: all). Raises
-    ``ValueError`` for an unknown spec and ``FileNotFoundError`` for a missing path.
-    """
-    if not isinstance(spec, str):
-        raise TypeError(f"data spec must be a string, got {type(spec).__name__}")
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
-    kind, _, path = spec.partition(":")
-    if kind == "embedded" and not path:
-        return embedded_dataset(split, image_size=image_size, num_images=num_images, seed=seed)
-    if kind == "digits" and not path:
-        return digits_dataset(split, image_size=image_size, seed=seed)
-    if kind == "wds":
-        raise ValueError(
-            f"{spec!r} is a streamed source (tar shards): the training commands read it, "
-            "or use fsqkit.data.open_images"
-        )
-    if kind in ("folder", "npz"):
-        if not path:
-            raise ValueError(f"data spec {spec!r} needs a path, e.g. '{kind}:/data/images'")
-        if kind == "folder":
-            return folder_dataset(
-                path, split, image_size=image_size, seed=seed, num_images=num_images
-            )
-        return npz_dataset(path, split, image_size=image_size, seed=seed)
-    raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(DATA_SPECS)}")
-
+from fsqkit.data.sources import (
+    DATA_SPECS,
+    build_dataset,
+    is_streamed,
+    iter_image_batches,
+    open_images,
+)
 
 __all__ = [
     "DATA_SPECS",

@@ -1,5 +1,8 @@
 """From a data spec to what a trainer reads: in memory or streamed.
 
+:func:`build_dataset` builds the in-memory :class:`~fsqkit.data.ImageDataset`
+of a spec (see :mod:`fsqkit.data`).
+
 :func:`open_images` returns the small built-in sources (``embedded``,
 ``digits``, ``npz:PATH``) as in-memory :class:`~fsqkit.data.ImageDataset` s,
 exactly as :func:`~fsqkit.data.build_dataset` builds them, and the large ones
@@ -18,9 +21,56 @@ from torch import Tensor
 
 from fsqkit.data.augment import EVAL, Augment
 from fsqkit.data.bad_files import BadFiles
+from fsqkit.data.dataset import ImageDataset
+from fsqkit.data.digits import digits_dataset
+from fsqkit.data.embedded import embedded_dataset
 from fsqkit.data.file_list import folder_split, has_split_folders
+from fsqkit.data.files import folder_dataset, npz_dataset
 
 STREAMED_KINDS = ("folder", "wds")
+
+DATA_SPECS = ("embedded", "digits", "folder:PATH", "npz:PATH", "wds:PATTERN")
+
+
+def build_dataset(
+    spec: str,
+    split: str,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    num_images: int | None = None,
+) -> ImageDataset:
+    """Build the ``split`` (``"train"`` or ``"val"``) of the data source ``spec``.
+
+    ``num_images``: ``embedded``: number of crops; ``folder``: the first images
+    of the split (``None``: all). Raises
+    ``ValueError`` for an unknown spec and ``FileNotFoundError`` for a missing path.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"data spec must be a string, got {type(spec).__name__}")
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    kind, _, path = spec.partition(":")
+    if kind == "embedded" and not path:
+        return embedded_dataset(split, image_size=image_size, num_images=num_images, seed=seed)
+    if kind == "digits" and not path:
+        return digits_dataset(split, image_size=image_size, seed=seed)
+    if kind == "wds":
+        raise ValueError(
+            f"{spec!r} is a streamed source (tar shards): the training commands read it, "
+            "or use fsqkit.data.open_images"
+        )
+    if kind in ("folder", "npz"):
+        if not path:
+            raise ValueError(f"data spec {spec!r} needs a path, e.g. '{kind}:/data/images'")
+        if kind == "folder":
+            return folder_dataset(
+                path, split, image_size=image_size, seed=seed, num_images=num_images
+            )
+        return npz_dataset(path, split, image_size=image_size, seed=seed)
+    raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(DATA_SPECS)}")
 
 
 def is_streamed(spec: str) -> bool:
@@ -53,8 +103,6 @@ def open_images(
         bad: bad-file bookkeeping (its limit and messages).
         val_spec: an explicit validation source for ``split="val"``.
     """
-    from fsqkit.data import build_dataset
-
     if split == "val" and val_spec:
         return _open_val(spec, val_spec, image_size, seed, num_images, cache_dir, workers, bad)
     kind, _, path = spec.partition(":")
