@@ -256,7 +256,9 @@ def main() -> int:
             ours = streamed_rate(src, S, B, w, batches, work)
             print(f"| {w} | {base:.0f} | {ours:.0f} | {ours / base:.2f} |")
         print(f"\n2. peak RSS reading {batches} batches of {B} ({S}x{S}) with 2 workers")
-        print("| images | file list (s, uncached) | training process (MB) | largest worker (MB) |")
+        print(
+            "| images in the folder (train split) | file list (s, uncached) | training process (MB) | largest worker (MB) |"
+        )
         print("|---|---|---|---|")
         first = None
         for n in sizes:
@@ -265,7 +267,7 @@ def main() -> int:
                 link_copies(src, d, n)
             r = rss(d, os.path.join(work, f"cache{n}"), S, B, batches, 2)
             first = first or r
-            print(f"| {r['items']} | {r['listing_s']:.2f} | {r['main_mb']:.0f} "
+            print(f"| {n} ({r['items']}) | {r['listing_s']:.2f} | {r['main_mb']:.0f} "
                   f"({r['main_mb'] / first['main_mb']:.2f}x) | {r['worker_mb']:.0f} "
                   f"({r['worker_mb'] / first['worker_mb']:.2f}x) |")  # fmt: skip
         tok = os.path.join(work, "tok")

@@ -120,7 +120,43 @@ def _dataloader(dataset: Any, batches: Any, workers: int, prefetch: int) -> Data
     )
 
 
-class StepLoader:
+class StepBatches:
+    """The batch of any step from worker processes started at a step: the next
+    step is read from the running workers, any other step restarts them there.
+    Subclasses say how to start (:meth:`_start`)."""
+
+    def __init__(self, bad: BadFiles) -> None:
+        self.bad = bad
+        self._it: Iterator[RawBatch] | None = None
+        self._next = -1
+        self.last: RawBatch | None = None
+
+    def _start(self, step: int) -> Iterator[RawBatch]:
+        raise NotImplementedError
+
+    def raw(self, step: int) -> RawBatch:
+        """The collated batch of ``step`` (labels and file indices included)."""
+        if self._it is None or step != self._next:
+            self.close()
+            self._it = self._start(step)
+        raw = next(self._it)
+        self._next = step + 1
+        self.last = account(raw, self.bad)
+        return raw
+
+    def batch(self, step: int) -> Tensor:
+        """``(B, 3, S, S)`` float images in ``[0, 1]`` of ``step``."""
+        return self.raw(step).float_images()
+
+    def close(self) -> None:
+        """Stop the worker processes (a later :meth:`batch` starts them again)."""
+        it, self._it = self._it, None
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
+class StepLoader(StepBatches):
     """Training batches of a map-style source for any step (see the module docstring).
 
     Args:
@@ -144,33 +180,13 @@ class StepLoader:
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
+        super().__init__(bad)
         self.dataset, self.sampler, self.workers = dataset, sampler, workers
-        self.bad, self.augment, self.prefetch = bad, augment, prefetch
-        self._it: Iterator[RawBatch] | None = None
-        self._next = -1
-        self.last: RawBatch | None = None
+        self.augment, self.prefetch = augment, prefetch
 
-    def raw(self, step: int) -> RawBatch:
-        """The collated batch of ``step`` (labels and file indices included)."""
-        if self._it is None or step != self._next:
-            self.close()
-            keys = _StepKeys(self.sampler, step, self.augment)
-            self._it = iter(_dataloader(self.dataset, keys, self.workers, self.prefetch))
-        raw = next(self._it)
-        self._next = step + 1
-        self.last = account(raw, self.bad)
-        return raw
-
-    def batch(self, step: int) -> Tensor:
-        """``(B, 3, S, S)`` float images in ``[0, 1]`` of ``step``."""
-        return self.raw(step).float_images()
-
-    def close(self) -> None:
-        """Stop the worker processes (a later :meth:`batch` starts them again)."""
-        it, self._it = self._it, None
-        shutdown = getattr(it, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
+    def _start(self, step: int) -> Iterator[RawBatch]:
+        keys = _StepKeys(self.sampler, step, self.augment)
+        return iter(_dataloader(self.dataset, keys, self.workers, self.prefetch))
 
 
 def sequential_batches(

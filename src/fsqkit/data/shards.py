@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from fsqkit.data.augment import EVAL, Augment, load_crop
 from fsqkit.data.bad_files import BadFiles
 from fsqkit.data.decode import BadImage
-from fsqkit.data.loader import RawBatch, account, item_seed
+from fsqkit.data.loader import RawBatch, StepBatches, account, item_seed
 
 MAX_BAD_IN_A_ROW = 256  # bad samples before one batch fills: the stream stops the run
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff", "gif")
@@ -292,11 +292,12 @@ def _stream_loader(stream: IterableDataset, workers: int) -> DataLoader:
     )  # fmt: skip
 
 
-class ShardLoader:
+class ShardLoader(StepBatches):
     """Training batches of a tar-shard stream for any step (restarts at a step
     other than the next one by skipping what the streams had used)."""
 
     def __init__(self, owner: ShardImages, sampler: Any, workers: int) -> None:
+        super().__init__(owner.bad)
         self.owner, self.sampler = owner, sampler
         per_rank = len(owner.shards) // sampler.world_size
         if per_rank < 1:
@@ -305,28 +306,10 @@ class ShardLoader:
                 f"processes (each rank reads its own shards); write more, smaller shards"
             )
         self.workers = min(workers, per_rank)
-        self._it: Iterator[RawBatch] | None = None
-        self._next = -1
-        self.last: RawBatch | None = None
 
-    def raw(self, step: int) -> RawBatch:
-        if self._it is None or step != self._next:
-            self.close()
-            stream = _TrainStream(self.owner, self.sampler, step, self.workers)
-            self._it = iter(_stream_loader(stream, self.workers))
-        raw = next(self._it)
-        self._next = step + 1
-        self.last = account(raw, self.owner.bad)
-        return raw
-
-    def batch(self, step: int) -> Tensor:
-        return self.raw(step).float_images()
-
-    def close(self) -> None:
-        it, self._it = self._it, None
-        shutdown = getattr(it, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
+    def _start(self, step: int) -> Iterator[RawBatch]:
+        stream = _TrainStream(self.owner, self.sampler, step, self.workers)
+        return iter(_stream_loader(stream, self.workers))
 
 
 class ShardImages:
