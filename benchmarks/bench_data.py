@@ -265,7 +265,9 @@ def main() -> int:
             d = os.path.join(work, f"links{n}")
             if not os.path.isdir(d):
                 link_copies(src, d, n)
-            r = rss(d, os.path.join(work, f"cache{n}"), S, B, batches, 2)
+            cache = os.path.join(work, f"cache{n}")
+            shutil.rmtree(cache, ignore_errors=True)  # list the folder afresh
+            r = rss(d, cache, S, B, batches, 2)
             first = first or r
             print(f"| {n} ({r['items']}) | {r['listing_s']:.2f} | {r['main_mb']:.0f} "
                   f"({r['main_mb'] / first['main_mb']:.2f}x) | {r['worker_mb']:.0f} "
