@@ -130,3 +130,22 @@ def test_train_maskgit_from_shards_equals_training_in_memory(tokenizer_dir, tmp_
     code = main(["train-maskgit", "--tokens", out, "--tokenizer", other, "--steps", "1",
                  "--out", str(tmp_path / "x"), "--no-progress"])  # fmt: skip
     assert code == 2
+
+
+def test_token_cache_of_a_streamed_folder_is_memory_mapped_shards(tokenizer_dir, tmp_path) -> None:
+    from fsqkit.maskgit.train import MaskGITTask, MaskGITTrainConfig
+
+    root = str(tmp_path / "imgs")
+    make_image_folder(root, per_class=6)
+    cfg = MaskGITTrainConfig(data=f"folder:{root}", tokenizer=tokenizer_dir, batch_size=4,
+                             workers=1)  # fmt: skip
+    out = str(tmp_path / "run")
+    task = MaskGITTask({"dim": 16, "depth": 1, "heads": 2}, cfg, 2, out)
+    assert isinstance(task.train_tokens, TokenShards)  # memory-mapped, not in memory
+    assert isinstance(task.train_tokens._tokens[0], np.memmap)
+    assert os.path.isfile(os.path.join(out, "tokens", "train", "manifest.json"))
+    assert task.model_cfg.num_classes == 4
+    # Batches come in epochs: the first steps of an epoch draw distinct grids.
+    n = len(task.train_tokens)
+    firsts = torch.cat([task.batches.sampler.indices(s) for s in range(1, n // 4 + 1)])
+    assert len(set(firsts.tolist())) == len(firsts)
