@@ -139,7 +139,19 @@ class StepBatches:
         if self._it is None or step != self._next:
             self.close()
             self._it = self._start(step)
-        raw = next(self._it)
+        try:
+            raw = next(self._it)
+        except (RuntimeError, ConnectionError, EOFError) as err:
+            # A worker killed from outside (out of memory, a signal): our workers
+            # never raise, so this is the DataLoader losing one.
+            if isinstance(err, RuntimeError) and "DataLoader worker" not in str(err):
+                raise
+            self.close()
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(
+                f"a data loading worker died at step {step} ({first}); out of memory? "
+                f"try fewer --workers"
+            ) from None
         self._next = step + 1
         self.last = account(raw, self.bad)
         return raw
