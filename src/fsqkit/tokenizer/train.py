@@ -152,7 +152,10 @@ class TokenizerTask:
                 bad=bad,
                 val_spec=train_cfg.val_data,
             )
-            for split, n in (("train", train_cfg.num_train_images), ("val", train_cfg.num_val_images))
+            for split, n in (
+                ("train", train_cfg.num_train_images),
+                ("val", train_cfg.num_val_images),
+            )
         }
         self.train_data, self.val_data = data["train"], data["val"]
         seed_everything(train_cfg.seed)  # identical init on every rank
