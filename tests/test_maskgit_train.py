@@ -53,7 +53,7 @@ def test_vocabulary_and_grid_come_from_tokenizer(tok_dir, tmp_path) -> None:
     assert (c.codebook_size, c.grid, c.num_classes) == (15, (4, 4), 10)  # [5,3]; 16/f=4; digits
     model, config = load_maskgit(str(tmp_path / "mg"))
     assert model.config == c and config["tokenizer"]["codebook_size"] == 15
-    assert os.path.isfile(tmp_path / "mg" / "tokens-train.pt")
+    assert os.path.isfile(tmp_path / "mg" / "tokens" / "train" / "manifest.json")
     with pytest.raises(ValueError, match="derived from the tokenizer"):
         train_maskgit(
             {"codebook_size": 3},
@@ -65,7 +65,7 @@ def test_vocabulary_and_grid_come_from_tokenizer(tok_dir, tmp_path) -> None:
 def test_resume_is_exact(tok_dir, tmp_path) -> None:
     full = _train(tok_dir, str(tmp_path / "full"), 6)
     _train(tok_dir, str(tmp_path / "cut"), 6, stop_after=3)
-    cache = tmp_path / "cut" / "tokens-train.pt"
+    cache = tmp_path / "cut" / "tokens" / "train" / "tokens-00000.npy"
     mtime = cache.stat().st_mtime_ns
     resumed = _train(tok_dir, str(tmp_path / "cut"), 6, resume=True)
     assert cache.stat().st_mtime_ns == mtime  # the token cache was reused, not re-encoded

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from fsqkit.cli.data_args import add_stream_args, stream_options_from_args
 from fsqkit.cli.run_args import (
     add_preset_arg,
     add_run_args,
@@ -22,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-maskgit",
         help="train a MaskGIT transformer on a tokenizer's tokens (stage II)",
-        description="Encode a data set once through a trained tokenizer (cached in OUT), then "
+        description="Encode a data set once through a trained tokenizer (cached in OUT/tokens as "
+        "token shards), or read token shards written by `fsqkit encode` (--tokens DIR, "
+        "memory-mapped), then "
         "train a bidirectional masked-token transformer on the token grids. Vocabulary size and "
         "sequence length come from the tokenizer. Class-conditional when the data has labels "
         "(10%% of labels dropped for classifier-free guidance). Writes OUT/metrics.jsonl and "
@@ -32,11 +35,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_preset_arg(p, PRESETS)
     p.add_argument(
-        "--tokenizer", required=True, help="trained tokenizer (run or checkpoint directory)"
+        "--tokenizer",
+        default=None,
+        help="trained tokenizer (run or checkpoint directory); with --tokens, default: the "
+        "one the shards were encoded with",
     )
     p.add_argument(
         "--data", default="digits", help=f"data spec: {', '.join(DATA_SPECS)} (default digits)"
     )
+    p.add_argument(
+        "--tokens",
+        default=None,
+        help="token shards from `fsqkit encode --data SPEC --out DIR` (DIR/train, DIR/val), "
+        "read memory-mapped instead of encoding --data",
+    )
+    p.add_argument(
+        "--tokens-in-memory",
+        action="store_true",
+        help="load --tokens into memory instead of memory-mapping them (same batches)",
+    )
+    p.add_argument(
+        "--val-images",
+        type=int,
+        default=None,
+        help="evaluate on the first N validation images (default: all; embedded: crop count)",
+    )
+    add_stream_args(p, augment=False)
     p.add_argument("--out", required=True, help="run directory")
     m = p.add_argument_group("model")
     m.add_argument("--dim", type=int, default=256)
@@ -100,9 +124,14 @@ def run(args: argparse.Namespace) -> int:
         "mlp_ratio": args.mlp_ratio,
         "dropout": args.dropout,
     }
+    if not args.tokenizer and not args.tokens:
+        raise ValueError("give --tokenizer (to encode --data) or --tokens DIR")
     train_cfg = MaskGITTrainConfig(
         data=args.data,
-        tokenizer=args.tokenizer,
+        tokens=args.tokens or "",
+        tokens_in_memory=args.tokens_in_memory,
+        num_val_images=args.val_images,
+        tokenizer=args.tokenizer or "",
         class_conditional=False if args.unconditional else None,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -114,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         fid_samples=args.fid_samples,
         fid=args.fid,
+        **stream_options_from_args(args),
         **(preset.train if preset else {}),
     )
     trainer_cfg = trainer_config_from_args(args, **settings)

@@ -11,6 +11,7 @@ import json
 import os
 
 from fsqkit.cli.arg_types import int_list
+from fsqkit.cli.data_args import add_stream_args, stream_options_from_args
 from fsqkit.cli.run_args import (
     add_preset_arg,
     add_run_args,
@@ -137,8 +138,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--train-images", type=int, default=None, help="embedded: number of training crops"
     )
     t.add_argument(
-        "--val-images", type=int, default=None, help="embedded: number of validation crops"
+        "--val-images",
+        type=int,
+        default=None,
+        help="embedded: number of validation crops; folder/wds: evaluate only the first N",
     )
+    add_stream_args(p)
 
 
 def train_config_from_args(args: argparse.Namespace, **fields):
@@ -160,6 +165,7 @@ def train_config_from_args(args: argparse.Namespace, **fields):
         perceptual_weights=args.perceptual_weights,
         seed=args.seed,
         fid=args.fid,
+        **stream_options_from_args(args),
     )
 
 

@@ -11,6 +11,13 @@ image_size=..., seed=...)`` with ``spec`` one of:
 
 Every source returns an :class:`ImageDataset` (uint8 ``(N, 3, H, W)`` + labels).
 
+Data larger than memory: :func:`open_images` keeps the built-ins in memory and
+streams ``folder:PATH`` (:class:`~fsqkit.data.streamed.FolderImages`: a cached
+file list, decoding and augmentation in DataLoader workers, bad files skipped
+and counted) and ``wds:PATTERN`` (WebDataset tar shards,
+:class:`~fsqkit.data.shards.ShardImages`). Stage II's encoded tokens are stored
+as ``.npy`` token shards (:mod:`fsqkit.data.token_shards`). docs/data.md.
+
 Images with per-pixel targets (depth, semantic and instance maps) for dense
 prediction: :func:`fsqkit.data.dense.build_dense_dataset` (``scenes``, the
 procedural renderer of :mod:`fsqkit.data.scenes`; ``embedded``; NYU Depth v2;
@@ -25,41 +32,14 @@ from fsqkit.data.dense import DENSE_DATA_SPECS, DenseBatch, DenseDataset, build_
 from fsqkit.data.digits import digits_dataset
 from fsqkit.data.embedded import embedded_dataset
 from fsqkit.data.files import folder_dataset, npz_dataset
-
-DATA_SPECS = ("embedded", "digits", "folder:PATH", "npz:PATH")
-
-
-def build_dataset(
-    spec: str,
-    split: str,
-    *,
-    image_size: int = 32,
-    seed: int = 0,
-    num_images: int | None = None,
-) -> ImageDataset:
-    """Build the ``split`` (``"train"`` or ``"val"``) of the data source ``spec``.
-
-    ``num_images`` only applies to ``embedded`` (number of crops). Raises
-    ``ValueError`` for an unknown spec and ``FileNotFoundError`` for a missing path.
-    """
-    if not isinstance(spec, str):
-        raise TypeError(f"data spec must be a string, got {type(spec).__name__}")
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
-    kind, _, path = spec.partition(":")
-    if kind == "embedded" and not path:
-        return embedded_dataset(split, image_size=image_size, num_images=num_images, seed=seed)
-    if kind == "digits" and not path:
-        return digits_dataset(split, image_size=image_size, seed=seed)
-    if kind in ("folder", "npz"):
-        if not path:
-            raise ValueError(f"data spec {spec!r} needs a path, e.g. '{kind}:/data/images'")
-        builder = folder_dataset if kind == "folder" else npz_dataset
-        return builder(path, split, image_size=image_size, seed=seed)
-    raise ValueError(f"unknown data spec {spec!r}; expected one of {', '.join(DATA_SPECS)}")
-
+from fsqkit.data.options import ReadOptions, StreamOptions, default_workers
+from fsqkit.data.sources import (
+    DATA_SPECS,
+    build_dataset,
+    is_streamed,
+    iter_image_batches,
+    open_images,
+)
 
 __all__ = [
     "DATA_SPECS",
@@ -67,10 +47,16 @@ __all__ = [
     "DenseBatch",
     "DenseDataset",
     "ImageDataset",
+    "ReadOptions",
+    "StreamOptions",
     "build_dataset",
     "build_dense_dataset",
+    "default_workers",
     "digits_dataset",
     "embedded_dataset",
     "folder_dataset",
+    "is_streamed",
+    "iter_image_batches",
     "npz_dataset",
+    "open_images",
 ]

@@ -8,6 +8,7 @@ resume exactly.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,19 @@ class ImageDataset:
 
     def batch_labels(self, index: Tensor | slice) -> Tensor | None:
         return None if self.labels is None else self.labels[index]
+
+    def num_parts(self, part_size: int) -> int:
+        """Parts of ``part_size`` consecutive items (the last may be shorter)."""
+        return -(-len(self) // part_size)
+
+    def iter_part(
+        self, k: int, part_size: int, batch_size: int
+    ) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """Images ``(B, 3, H, W)`` float and labels ``(B,)`` (or ``None``) of part ``k``."""
+        stop = min(len(self), (k + 1) * part_size)
+        for start in range(k * part_size, stop, batch_size):
+            index = slice(start, min(stop, start + batch_size))
+            yield self.batch(index), self.batch_labels(index)
 
     def __repr__(self) -> str:
         n, _, h, w = self.images.shape

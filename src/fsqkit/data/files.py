@@ -1,9 +1,11 @@
-"""User data: ``folder:PATH`` (a folder of images, class sub-folders become
-labels) and ``npz:PATH`` (arrays).
+"""User data in memory: ``folder:PATH`` (a folder of images, class sub-folders
+become labels) and ``npz:PATH`` (arrays).
 
 Both are resized (short side) and center-cropped to ``image_size``. Without an
 explicit validation set, a deterministic shuffled 10% (at least one image) is
-held out for validation. Every failure names the offending path.
+held out for validation. Every failure names the offending path. Training
+reads folders streamed (:mod:`fsqkit.data.streamed`); this in-memory form is
+for small sets and evaluation.
 """
 
 from __future__ import annotations
@@ -14,66 +16,45 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fsqkit.data.bad_files import BadFiles
 from fsqkit.data.dataset import ImageDataset, held_out_split, resize_center_crop, to_uint8_chw
+from fsqkit.data.decode import IMAGE_EXTENSIONS
+from fsqkit.data.file_list import folder_split
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def _list_images(root: str) -> tuple[list[str], list[int], list[str]]:
-    """Image paths, labels and class names. Sub-folders are classes (sorted names);
-    images directly in ``root`` get label 0 when there are no sub-folders."""
-    subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-
-    def images_in(d: str) -> list[str]:
-        return sorted(
-            os.path.join(d, f)
-            for f in os.listdir(d)
-            if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(d, f))
-        )
-
-    if subdirs:
-        paths, labels, names = [], [], []
-        for d in subdirs:
-            files = images_in(os.path.join(root, d))
-            if files:
-                labels += [len(names)] * len(files)
-                names.append(d)
-                paths += files
-        return paths, labels, names
-    return images_in(root), [], []
+__all__ = ["IMAGE_EXTENSIONS", "folder_dataset", "npz_dataset"]
 
 
-def folder_dataset(path: str, split: str, *, image_size: int = 32, seed: int = 0) -> ImageDataset:
-    """All images under ``path`` (one level of class sub-folders, or flat)."""
-    from PIL import Image, UnidentifiedImageError
+def folder_dataset(
+    path: str,
+    split: str,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    num_images: int | None = None,
+    bad: BadFiles | None = None,
+) -> ImageDataset:
+    """All images of a split of ``path`` (the layouts of
+    :mod:`fsqkit.data.file_list`), decoded into memory with the evaluation crop;
+    ``num_images``: only the first ones. Unreadable files are left out with a
+    warning each (see :class:`~fsqkit.data.bad_files.BadFiles`). For data sets
+    larger than memory, train from the streamed source
+    (:class:`~fsqkit.data.streamed.FolderImages`) instead."""
+    from fsqkit.data.streamed import FolderImages
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"folder data: {path!r} does not exist")
-    if not os.path.isdir(path):
-        raise ValueError(f"folder data: {path!r} is not a directory (use npz:PATH for arrays)")
-    paths, labels, names = _list_images(path)
-    if not paths:
-        raise ValueError(
-            f"folder data: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path!r} "
-            f"or its immediate sub-folders"
-        )
-    idx = held_out_split(len(paths), split, seed)
-    imgs = []
-    for i in idx.tolist():
-        p = paths[i]
-        try:
-            with Image.open(p) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"folder data: cannot read image {p!r}: {err}") from None
-        imgs.append(resize_center_crop(to_uint8_chw(arr, what=p), image_size))
-    y = torch.tensor(labels, dtype=torch.int64)[idx] if labels else None
+    name = f"folder:{path}/{split}"
+    ds = FolderImages(folder_split(path, split, seed=seed), image_size, name=name, bad=bad)
+    if num_images is not None:
+        ds = ds.head(num_images)
+    raws = list(ds.iter_raw(256, workers=0))
+    if not raws:
+        raise ValueError(f"folder data: none of the {len(ds)} image files of {name} can be read")
+    labels = torch.cat([r.labels for r in raws]) if ds.has_labels else None
     return ImageDataset(
-        torch.stack(imgs),
-        y,
-        num_classes=len(names),
-        name=f"folder:{path}/{split}",
-        class_names=names or None,
+        torch.cat([r.images for r in raws]),
+        labels,
+        num_classes=ds.num_classes,
+        name=name,
+        class_names=ds.class_names,
     )
 
 

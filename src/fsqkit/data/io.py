@@ -14,7 +14,7 @@ from fsqkit.data.dataset import resize_center_crop, to_uint8_chw
 def expand_image_paths(inputs: list[str]) -> list[str]:
     """Image files, and every image file of the given folders (sorted); errors name
     a missing input or an empty folder."""
-    from fsqkit.data.files import IMAGE_EXTENSIONS
+    from fsqkit.data.decode import IMAGE_EXTENSIONS
 
     files: list[str] = []
     for path in inputs:
@@ -36,17 +36,17 @@ def expand_image_paths(inputs: list[str]) -> list[str]:
 
 def load_image(path: str, image_size: int | None = None) -> Tensor:
     """An image file -> ``(3, H, W)`` float in ``[0, 1]`` (optionally resized and
-    center-cropped to ``image_size``). Errors name the file."""
-    from PIL import Image, UnidentifiedImageError
+    center-cropped to ``image_size``). CMYK, 16-bit and alpha images are
+    converted as the streamed sources convert them. Errors name the file."""
+    from fsqkit.data.decode import BadImage, open_rgb
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file {path!r} does not exist")
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path!r}: {err}") from None
-    img = to_uint8_chw(arr, what=path)
+        im, _ = open_rgb(path)
+    except BadImage as err:
+        raise ValueError(f"cannot read image {path!r}: {err.reason}") from None
+    img = to_uint8_chw(np.asarray(im), what=path)
     if image_size is not None and img.shape[1:] != (image_size, image_size):
         img = resize_center_crop(img, image_size)
     return img.float() / 255.0

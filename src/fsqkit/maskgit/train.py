@@ -21,21 +21,22 @@ from typing import Any
 
 import torch
 
-from fsqkit.data import build_dataset
+from fsqkit.data import ReadOptions, build_dataset, is_streamed
+from fsqkit.data.bad_files import BadFiles
+from fsqkit.data.options import RUNTIME_FIELDS, saved_fields
 from fsqkit.maskgit.config import MaskGITConfig
 from fsqkit.maskgit.evaluate import compression_cost, sample_fid
 from fsqkit.maskgit.loss import masked_token_loss
 from fsqkit.maskgit.model import MaskGITTransformer
 from fsqkit.maskgit.schedule import PAPER_R_MIN
-from fsqkit.maskgit.tokens import TokenData, cached_tokens, tokenizer_fingerprint
+from fsqkit.maskgit.tokens import cached_tokens, open_token_dir, tokenizer_fingerprint
 from fsqkit.metrics.inception import feature_extractor
 from fsqkit.tokenizer import Tokenizer, TokenizerConfig
 from fsqkit.training import (
     DistInfo,
-    StepSampler,
     Trainer,
     TrainerConfig,
-    barrier,
+    batch_source,
     load_checkpoint,
     module_weights,
     seed_everything,
@@ -47,16 +48,23 @@ from fsqkit.training.step import Update, micro_steps
 
 
 @dataclass
-class MaskGITTrainConfig(OptimConfig):
+class MaskGITTrainConfig(ReadOptions, OptimConfig):
     """Optimisation and data settings of a MaskGIT run (the optimiser fields of
     :class:`~fsqkit.training.optim.OptimConfig`: AdamW, the paper's betas
-    ``(0.9, 0.96)`` and weight decay 0.045, 50 warm-up steps, batch 64).
+    ``(0.9, 0.96)`` and weight decay 0.045, 50 warm-up steps, batch 64; the
+    streamed-data fields of :class:`~fsqkit.data.ReadOptions` for encoding).
 
     Attributes:
-        data: data spec the tokens are encoded from (``digits``, ``embedded``, ...).
-        num_train_images, num_val_images: crop counts (``embedded`` only; ``None``
-            = the data set's defaults).
-        tokenizer: path of the stage-I tokenizer (run or checkpoint directory).
+        data: data spec the tokens are encoded from (``digits``, ``embedded``,
+            ``folder:PATH``, ``wds:PATTERN``, ...); cached in the run directory.
+        tokens: instead of ``data``: a directory of token shards written by
+            ``fsqkit encode`` (``train/`` and ``val/``), read memory-mapped.
+        tokens_in_memory: load ``tokens`` into memory instead (same batches).
+        num_train_images, num_val_images: crop counts (``embedded``; ``None``
+            = the data set's defaults); otherwise ``num_val_images`` evaluates the
+            first validation items only.
+        tokenizer: path of the stage-I tokenizer (run or checkpoint directory);
+            with ``tokens``, the one the shards record by default.
         class_conditional: condition on labels (``None``: if the data has labels).
         r_min: lower bound of ``r`` in the masking schedule (paper: 0.2972).
         label_smoothing, label_drop: of the loss / for classifier-free guidance.
@@ -71,6 +79,8 @@ class MaskGITTrainConfig(OptimConfig):
     """
 
     data: str = "digits"
+    tokens: str = ""
+    tokens_in_memory: bool = False
     num_train_images: int | None = None
     num_val_images: int | None = None
     tokenizer: str = ""
@@ -145,37 +155,58 @@ class MaskGITTask:
     ) -> None:
         self.cfg, self.total_steps, self.out_dir = train_cfg, total_steps, out_dir
         self.dist = dist_info or DistInfo()
+        self.tokenizer_path = train_cfg.tokenizer
+        if train_cfg.tokens:
+            # Token shards from `fsqkit encode`: memory-mapped, read in epochs.
+            self.train_tokens, self.val_tokens, manifest = open_token_dir(
+                train_cfg.tokens, in_memory=train_cfg.tokens_in_memory
+            )
+            self.tokenizer_path = train_cfg.tokenizer or manifest.get("tokenizer_path", "")
+            order = "epoch"
         if tokenizer is None:
-            if not train_cfg.tokenizer:
+            if not self.tokenizer_path:
                 raise ValueError("MaskGITTrainConfig.tokenizer must name a trained tokenizer")
-            tokenizer = Tokenizer.load(train_cfg.tokenizer)
+            tokenizer = Tokenizer.load(self.tokenizer_path)
         self.tokenizer = tokenizer.to(self.dist.device).eval()
         self.tokenizer_fp = tokenizer_fingerprint(self.tokenizer)
-
-        # Encode once (rank 0 writes the cache, the others wait and read it).
-        def tokens(split: str, n: int | None, write: bool) -> TokenData:
-            return cached_tokens(
-                tokenizer,
-                train_cfg.data,
-                split,
-                out_dir,
-                seed=train_cfg.seed,
-                num_images=n,
-                write=write,
+        if train_cfg.tokens:
+            if manifest["encoding"]["tokenizer"] != self.tokenizer_fp:
+                raise ValueError(
+                    f"token shards {train_cfg.tokens} were encoded by another tokenizer "
+                    f"(fingerprint {manifest['encoding']['tokenizer']}, this one "
+                    f"{self.tokenizer_fp})"
+                )
+        else:
+            # Encode once into RUN/tokens/ (the ranks share the work); built-in
+            # data comes back in memory, streamed data memory-mapped.
+            bad = BadFiles(train_cfg.max_bad_files, quiet=not self.dist.is_main)
+            self.train_tokens, self.val_tokens = (
+                cached_tokens(
+                    tokenizer,
+                    train_cfg.data,
+                    split,
+                    out_dir,
+                    seed=train_cfg.seed,
+                    num_images=n,
+                    dist=self.dist,
+                    val_data=train_cfg.val_data,
+                    workers=train_cfg.num_workers,
+                    bad=bad,
+                )
+                for split, n in (
+                    ("train", train_cfg.num_train_images),
+                    ("val", train_cfg.num_val_images),
+                )
             )
-
-        if self.dist.is_main:
-            self.train_tokens = tokens("train", train_cfg.num_train_images, True)
-            self.val_tokens = tokens("val", train_cfg.num_val_images, True)
-        barrier(self.dist)
-        if not self.dist.is_main:
-            self.train_tokens = tokens("train", train_cfg.num_train_images, False)
-            self.val_tokens = tokens("val", train_cfg.num_val_images, False)
+            order = "epoch" if is_streamed(train_cfg.data) else "step"
+        if train_cfg.num_val_images is not None:
+            self.val_tokens = self.val_tokens.head(train_cfg.num_val_images)
+        source = train_cfg.tokens or train_cfg.data
         conditional = train_cfg.class_conditional
         if conditional is None:
-            conditional = self.train_tokens.labels is not None
-        if conditional and self.train_tokens.labels is None:
-            raise ValueError(f"class_conditional=True but data {train_cfg.data!r} has no labels")
+            conditional = self.train_tokens.has_labels
+        if conditional and not self.train_tokens.has_labels:
+            raise ValueError(f"class_conditional=True but data {source!r} has no labels")
         num_classes = self.train_tokens.num_classes if conditional else 0
         self.model_cfg = config_from_tokenizer(
             tokenizer.cfg, tokenizer.codebook_size, num_classes, **arch
@@ -184,12 +215,8 @@ class MaskGITTask:
         self.model = MaskGITTransformer(self.model_cfg).to(self.dist.device)
         self.ddp_model = wrap_ddp(self.model, self.dist)
         self.opt = adamw(self.model, train_cfg)
-        self.sampler = StepSampler(
-            len(self.train_tokens),
-            train_cfg.batch_size,
-            train_cfg.seed,
-            self.dist.rank,
-            self.dist.world_size,
+        self.batches = batch_source(
+            self.train_tokens, train_cfg.batch_size, train_cfg.seed, self.dist, order=order
         )
         self._fid: tuple | None = None  # (extractor, val images, real statistics)
         torch.manual_seed(train_cfg.seed + 1 + self.dist.rank)  # dropout streams
@@ -209,28 +236,29 @@ class MaskGITTask:
     def _config(self) -> dict[str, Any]:
         return {
             "maskgit": self.model_cfg.to_dict(),
-            "train": asdict(self.cfg),
+            "train": saved_fields(asdict(self.cfg), (*RUNTIME_FIELDS, "tokens_in_memory")),
             "tokenizer": {
-                "path": os.path.abspath(self.cfg.tokenizer) if self.cfg.tokenizer else "",
+                "path": os.path.abspath(self.tokenizer_path) if self.tokenizer_path else "",
                 "fingerprint": self.tokenizer_fp,
                 "config": self.tokenizer.cfg.to_dict(),
                 "codebook_size": self.tokenizer.codebook_size,
             },
         }
 
-    def _batch(
-        self, data: TokenData, index: torch.Tensor
+    def _prepare(
+        self, batch: tuple[torch.Tensor, torch.Tensor | None]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        tokens = data.tokens[index].flatten(1).to(self.dist.device)
-        labels = (
-            data.labels[index] if (self.model_cfg.num_classes and data.labels is not None) else None
+        """``(B, h, w)`` tokens and labels -> ``(B, h * w)`` on the device, labels
+        only for a class-conditional model."""
+        tokens, labels = batch
+        return tokens.flatten(1).to(self.dist.device), (
+            labels if self.model_cfg.num_classes else None
         )
-        return tokens, labels
 
     def micro_batches(self, step: int, n: int) -> list[dict[str, Any]]:
         batches = []
         for s in micro_steps(step, n):
-            tokens, labels = self._batch(self.train_tokens, self.sampler.indices(s))
+            tokens, labels = self._prepare(self.batches.batch(s))
             # Masks and label drops are a pure function of (seed, step, rank): exact resume.
             seed = (self.cfg.seed * 1_000_003 + s) * 64 + self.dist.rank
             batches.append({"tokens": tokens, "labels": labels, "seed": seed})
@@ -261,7 +289,7 @@ class MaskGITTask:
         was = model.training
         model.eval()
         gen = torch.Generator().manual_seed(12345)
-        tokens, labels = self._batch(self.val_tokens, slice(None))
+        tokens, labels = self._prepare(self.val_tokens.batch(slice(None)))
         _, metrics = masked_token_loss(
             model,
             tokens,

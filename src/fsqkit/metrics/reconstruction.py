@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from fsqkit.data.sources import iter_image_batches
 from fsqkit.metrics.image import psnr, ssim
 from fsqkit.quantizers.stats import UsageTracker
 
@@ -25,7 +26,8 @@ def reconstruction_metrics(
 
     Args:
         data: an :class:`~fsqkit.data.ImageDataset` (``len`` and ``.batch(slice)``
-            giving ``(B, 3, H, W)`` floats in ``[0, 1]``).
+            giving ``(B, 3, H, W)`` floats in ``[0, 1]``) or a streamed source
+            (:func:`~fsqkit.data.iter_image_batches`).
         codec: ``x -> (indices, reconstruction)``; reconstruction in ``[0, 1]``.
         codebook_size: ``K`` of the indices.
 
@@ -35,14 +37,15 @@ def reconstruction_metrics(
     """
     tracker = UsageTracker(codebook_size)
     p_sum = s_sum = mse_sum = 0.0
-    for start in range(0, len(data), batch_size):
-        x = data.batch(slice(start, start + batch_size)).to(device)
+    n = 0
+    for batch in iter_image_batches(data, batch_size):
+        x = batch.to(device)
+        n += x.shape[0]
         idx, rec = codec(x)
         tracker.update(idx.cpu())
         p_sum += float(psnr(rec, x).clamp(max=100.0).sum())
         s_sum += float(ssim(rec, x).sum())
         mse_sum += float((rec - x).pow(2).flatten(1).mean(1).sum())
-    n = len(data)
     s = tracker.summary()
     return {
         "psnr": p_sum / n,
@@ -72,10 +75,12 @@ def codebook_usage(
         ``{"usage", "codes_used", "usage_images"}``.
     """
     tracker = UsageTracker(codebook_size)
-    for start in range(0, len(data), batch_size):
-        tracker.update(encode(data.batch(slice(start, start + batch_size)).to(device)))
+    n = 0
+    for batch in iter_image_batches(data, batch_size):
+        n += batch.shape[0]
+        tracker.update(encode(batch.to(device)))
     return {
         "usage": tracker.fraction_used,
         "codes_used": float(tracker.num_used),
-        "usage_images": float(len(data)),
+        "usage_images": float(n),
     }

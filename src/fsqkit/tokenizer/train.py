@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fsqkit.data import ImageDataset, build_dataset
+from fsqkit.data import ImageDataset, StreamOptions, open_images
+from fsqkit.data.bad_files import BadFiles
 from fsqkit.data.io import save_image_grid
+from fsqkit.data.options import saved_fields
 from fsqkit.metrics.fid import reconstruction_fid
 from fsqkit.metrics.inception import FEATURE_KINDS, feature_extractor
 from fsqkit.metrics.reconstruction import reconstruction_metrics
@@ -36,9 +38,9 @@ from fsqkit.tokenizer.model import Tokenizer
 from fsqkit.tokenizer.perceptual import DISABLED_MESSAGE, PerceptualLoss
 from fsqkit.training import (
     DistInfo,
-    StepSampler,
     Trainer,
     TrainerConfig,
+    batch_source,
     seed_everything,
     unwrap,
     wrap_ddp,
@@ -50,14 +52,17 @@ USAGE_WINDOW = 20  # steps in the progress bar's "live" codebook usage
 
 
 @dataclass
-class TokenizerTrainConfig(OptimConfig):
+class TokenizerTrainConfig(StreamOptions, OptimConfig):
     """Optimisation and data settings of a tokenizer run (the optimiser fields
-    of :class:`~fsqkit.training.optim.OptimConfig`, Adam betas ``(0.5, 0.99)``).
+    of :class:`~fsqkit.training.optim.OptimConfig`, Adam betas ``(0.5, 0.99)``;
+    the streamed-data fields of :class:`~fsqkit.data.StreamOptions`).
 
     Attributes:
-        data: data spec (``embedded``, ``digits``, ``folder:PATH``, ``npz:PATH``).
-        num_train_images, num_val_images: crop counts (``embedded`` only; ``None``
-            = defaults 4096 / 512).
+        data: data spec (``embedded``, ``digits``, ``folder:PATH``, ``npz:PATH``,
+            ``wds:PATTERN``).
+        num_train_images, num_val_images: crop counts (``embedded``; ``None`` =
+            defaults 4096 / 512); streamed sources: ``num_val_images`` evaluates
+            the first images of the validation split only.
         channels_last: train with NHWC tensors (``torch.channels_last``): the
             same model, about 15% faster per step on CPU for the demo's tokenizer.
         recon_loss: ``"l1"``, ``"l2"`` or ``"l1+l2"``.
@@ -148,20 +153,27 @@ class TokenizerTask:
         self.dist = dist_info or DistInfo()
         dev = self.dist.device
         say = print if (verbose and self.dist.is_main) else (lambda *a, **k: None)
-        self.train_data = build_dataset(
-            train_cfg.data,
-            "train",
-            image_size=model_cfg.image_size,
-            seed=train_cfg.seed,
-            num_images=train_cfg.num_train_images,
-        )
-        self.val_data = build_dataset(
-            train_cfg.data,
-            "val",
-            image_size=model_cfg.image_size,
-            seed=train_cfg.seed,
-            num_images=train_cfg.num_val_images,
-        )
+        # Built-in data in memory; folders and tar shards streamed through workers.
+        bad = BadFiles(train_cfg.max_bad_files, quiet=not self.dist.is_main)
+        data = {
+            split: open_images(
+                train_cfg.data,
+                split,
+                image_size=model_cfg.image_size,
+                seed=train_cfg.seed,
+                num_images=n,
+                cache_dir=out_dir,
+                augment=train_cfg.augmentation,
+                workers=train_cfg.num_workers,
+                bad=bad,
+                val_spec=train_cfg.val_data,
+            )
+            for split, n in (
+                ("train", train_cfg.num_train_images),
+                ("val", train_cfg.num_val_images),
+            )
+        }
+        self.train_data, self.val_data = data["train"], data["val"]
         seed_everything(train_cfg.seed)  # identical init on every rank
         self.model = Tokenizer(model_cfg).to(dev)
         self.memory_format = torch.channels_last if train_cfg.channels_last else None
@@ -174,13 +186,10 @@ class TokenizerTask:
             betas=train_cfg.betas,
             weight_decay=train_cfg.weight_decay,
         )
-        self.sampler = StepSampler(
-            len(self.train_data),
-            train_cfg.batch_size,
-            train_cfg.seed,
-            self.dist.rank,
-            self.dist.world_size,
-        )
+        self.batches = batch_source(
+            self.train_data, train_cfg.batch_size, train_cfg.seed, self.dist,
+            workers=train_cfg.num_workers,
+        )  # fmt: skip
         self.disc = self.ddp_disc = self.disc_opt = None
         if train_cfg.disc_weight > 0:
             self.disc = PatchDiscriminator(model_cfg.in_channels).to(dev)
@@ -211,12 +220,12 @@ class TokenizerTask:
         return opts
 
     def config(self) -> dict[str, Any]:
-        return {"tokenizer": self.model_cfg.to_dict(), "train": asdict(self.cfg)}
+        return {"tokenizer": self.model_cfg.to_dict(), "train": saved_fields(asdict(self.cfg))}
 
     def micro_batches(self, step: int, n: int) -> list[dict[str, Tensor]]:
         batches = []
         for s in micro_steps(step, n):
-            x = self.train_data.batch(self.sampler.indices(s)).to(self.dist.device)
+            x = self.batches.batch(s).to(self.dist.device)
             if self.memory_format is not None:
                 x = x.contiguous(memory_format=self.memory_format)
             batches.append({"images": x})
@@ -317,6 +326,10 @@ class TokenizerTask:
         self.model.train(was)
         save_image_grid([x.cpu(), rec.cpu()], path)
 
+    def close(self) -> None:
+        """Stop the data workers of a streamed source."""
+        self.batches.close()
+
 
 @dataclass
 class TrainResult:
@@ -346,7 +359,10 @@ def train_tokenizer(
         verbose=trainer_cfg.progress,
     )
     trainer = Trainer(task, trainer_cfg, dist_info)
-    metrics = trainer.fit()
+    try:
+        metrics = trainer.fit()
+    finally:
+        task.close()
     return TrainResult(
         unwrap(task.model).eval(), metrics, trainer_cfg.out_dir, trainer.train_seconds
     )  # type: ignore[arg-type]

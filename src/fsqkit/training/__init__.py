@@ -11,11 +11,13 @@
 - :class:`Update`, :func:`micro_steps`: how a task describes its step (the
   trainer runs it: precision, accumulation, clipping, scaler);
   :class:`WeightEMA`, :func:`module_weights`: the weights' EMA and loading it.
-- :class:`StepSampler`: seeded per-step batches (exact resume, DDP slices).
+- :class:`StepSampler`, :class:`EpochSampler`: seeded per-step batches (exact
+  resume, DDP slices); :func:`batch_source`: a task's batches, in memory or streamed.
 - :func:`setup_distributed`, :func:`wrap_ddp`, :func:`unwrap`: ``torchrun`` support.
 - :class:`MetricsLogger`, :func:`read_metrics`: metrics JSON lines.
 """
 
+from fsqkit.training.batches import BatchSource, InMemoryBatches, batch_source
 from fsqkit.training.checkpoint import (
     Checkpoint,
     atomic_write_text,
@@ -49,17 +51,20 @@ from fsqkit.training.metrics_log import MetricsLogger, read_metrics
 from fsqkit.training.optim import OptimConfig, lr_at
 from fsqkit.training.precision import PRECISIONS
 from fsqkit.training.rng import get_rng_state, seed_everything, set_rng_state
-from fsqkit.training.sampler import StepSampler
+from fsqkit.training.sampler import EpochSampler, StepSampler
 from fsqkit.training.step import Update, micro_steps
 from fsqkit.training.trainer import Trainer, TrainerConfig, TrainTask
 
 __all__ = [
     "PRECISIONS",
+    "BatchSource",
     "Checkpoint",
     "CheckpointCorrupt",
     "CheckpointSaveFailed",
     "CheckpointWriteError",
     "DistInfo",
+    "EpochSampler",
+    "InMemoryBatches",
     "MetricsLogger",
     "OptimConfig",
     "RunDirectoryInUse",
@@ -75,6 +80,7 @@ __all__ = [
     "WeightEMA",
     "atomic_write_text",
     "barrier",
+    "batch_source",
     "cleanup_distributed",
     "distributed_session",
     "get_rng_state",
