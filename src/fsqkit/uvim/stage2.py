@@ -45,8 +45,8 @@ from fsqkit.uvim.oracle import check_images
 
 HEAD_ROWS = 1024
 """Token positions whose ``K`` logits the fast greedy decoder computes at once
-(an ~18 MB buffer for ``K = 4375``; the whole ``(B, S, K)`` tensor of 128
-images is 143 MB, allocated and freed at every step)."""
+on the CPU (an ~18 MB buffer for ``K = 4375``; the whole ``(B, S, K)`` tensor of
+128 images is 143 MB, allocated and freed at every step). On a GPU: all at once."""
 
 
 class TokenPredictor(nn.Module):
@@ -211,24 +211,28 @@ class _GreedyHead:
     def __init__(self, ln_f: nn.LayerNorm, head: nn.Linear, device: torch.device) -> None:
         self.ln_f, self.weight, self.bias = ln_f, head.weight.t(), head.bias
         self.k, self.device = head.weight.shape[0], device
-        self.logits = torch.empty(HEAD_ROWS, self.k, device=device)
-        self.logp: Tensor | None = None  # allocated at the first call that needs it
+        # grown at the first call; float32 log-softmax as in the general decoder
+        self.logits = torch.empty(0, self.k, device=device, dtype=head.weight.dtype)
+        self.logp: Tensor | None = None
 
     def __call__(self, hidden: Tensor, confidence: bool = False) -> tuple[Tensor, Tensor]:
         m = hidden.shape[0]
         best = torch.empty(m, dtype=torch.long, device=hidden.device)
         logp = torch.empty(m if confidence else 0, device=hidden.device)
-        if confidence and self.logp is None:
-            self.logp = torch.empty(HEAD_ROWS, self.k, device=self.device)
         x = self.ln_f(hidden)
-        for i in range(0, m, HEAD_ROWS):
-            rows = x[i : i + HEAD_ROWS]
+        chunk = HEAD_ROWS if self.device.type == "cpu" else max(m, 1)
+        if len(self.logits) < min(chunk, m):
+            self.logits = self.logits.new_empty(min(chunk, m), self.k)
+            self.logp = None
+        for i in range(0, m, chunk):
+            rows = x[i : i + chunk]
             n = len(rows)
-            logits = torch.addmm(self.bias, rows, self.weight, out=self.logits[:n])
+            logits = torch.addmm(self.bias, rows, self.weight, out=self.logits[:n]).float()
             top = logits.argmax(-1)
             best[i : i + n] = top
             if confidence:
-                assert self.logp is not None
+                if self.logp is None:
+                    self.logp = torch.empty(len(self.logits), self.k, device=self.device)
                 lsm = torch.ops.aten._log_softmax.out(logits, -1, False, out=self.logp[:n])
                 logp[i : i + n] = lsm.gather(-1, top[:, None])[:, 0]
         return best, logp
