@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fsqkit.data.panoptic import PanopticCategories
-from fsqkit.metrics.panoptic import PanopticQuality, panoptic_quality
+from fsqkit.metrics.panoptic import PanopticQuality, panoptic_quality, result_from_counts
 
 GROUND, SKY, BALL, BOX = 0, 1, 2, 3
 VOID = -1
@@ -169,14 +169,21 @@ def test_things_and_stuff_averages() -> None:
     assert r.summary() == "PQ 71.2 SQ 71.2 RQ 75.0 | things PQ 50.0 (2) | stuff PQ 92.3 (2)"
 
 
-def test_batches_equal_image_by_image_reset_and_merge() -> None:
-    g = torch.Generator().manual_seed(1)
+def random_maps(seed: int, n: int, wrong_rows: int) -> tuple[torch.Tensor, ...]:
+    """``n`` random 8x8 ground-truth maps (void included) and predictions equal to
+    them except for random classes in the first ``wrong_rows`` rows."""
+    g = torch.Generator().manual_seed(seed)
     gs, gi = (
-        torch.randint(-1, 4, (3, 8, 8), generator=g),
-        torch.randint(0, 3, (3, 8, 8), generator=g),
+        torch.randint(-1, 4, (n, 8, 8), generator=g),
+        torch.randint(0, 3, (n, 8, 8), generator=g),
     )
     ps, pi = gs.clone(), gi.clone()
-    ps[:, :3] = torch.randint(-1, 4, (3, 3, 8), generator=g)
+    ps[:, :wrong_rows] = torch.randint(-1, 4, (n, wrong_rows, 8), generator=g)
+    return ps, pi, gs, gi
+
+
+def test_batches_equal_image_by_image_reset_and_merge() -> None:
+    ps, pi, gs, gi = random_maps(1, 3, 3)
     one = PanopticQuality(CATS)
     for i in range(3):
         one.update(ps[i], pi[i], gs[i], gi[i])
@@ -348,3 +355,54 @@ def test_categories_are_checked() -> None:
         PanopticCategories(("a", "b"), (False,))
     cats = PanopticCategories.from_things(3, [2])
     assert cats.is_thing == (False, False, True) and cats.names == ("0", "1", "2")
+
+
+def test_image_counts_sum_to_the_accumulated_counts() -> None:
+    """Per-image counts (what a bootstrap resamples) add up to the set's result."""
+    ps, pi, gs, gi = random_maps(2, 5, 4)
+    metric = PanopticQuality(CATS)
+    counts = metric.image_counts(ps, pi, gs, gi)
+    assert counts.shape == (5, 4, 4) and counts.dtype == torch.float64
+    assert int(metric.tp.sum()) == 0  # nothing accumulated
+    metric.update(ps, pi, gs, gi)
+    torch.testing.assert_close(counts.sum(0), metric.counts())
+    assert result_from_counts(counts.sum(0), CATS) == metric.compute()
+    # a resample with repeats is the set with those images repeated
+    twice = PanopticQuality(CATS)
+    for i in (0, 0, 3):
+        twice.update(ps[i], pi[i], gs[i], gi[i])
+    assert result_from_counts(counts[[0, 0, 3]].sum(0), CATS) == twice.compute()
+    with pytest.raises(ValueError, match=r"\[4, 4\]"):
+        result_from_counts(counts, CATS)
+
+
+def test_task_reports_things_and_stuff_by_hand() -> None:
+    """The panoptic task's set metrics on hand-built maps: every stuff pixel right,
+    one thing found exactly, one missed, one hallucinated."""
+    from fsqkit.uvim.tasks.panoptic import PanopticTask
+
+    task = PanopticTask(CATS, max_instances=4, background=GROUND)
+    gs, gi = scene()
+    put(gs, gi, slice(0, 2), slice(0, 6), SKY)
+    put(gs, gi, slice(3, 5), slice(0, 2), BALL, 1)  # found
+    put(gs, gi, slice(3, 5), slice(3, 5), BOX, 2)  # missed: predicted as ground
+    ps, pi = gs.clone(), gi.clone()
+    put(ps, pi, slice(3, 5), slice(3, 5), GROUND)
+    put(ps, pi, slice(5, 6), slice(5, 6), BALL, 3)  # hallucinated 1-pixel ball on ground
+    target = torch.stack([gs, gi])[None]
+    pred = torch.stack([ps, pi])[None]
+    m = task.set_metrics(pred, target)
+    ball_pq = 1.0 / (1 + 0.5)  # TP (IoU 1) and one FP
+    # ground: 16 true pixels; predicted 19 (those, the box's 4, less the fake ball's 1)
+    ground_iou = 15 / (16 + 19 - 15)
+    assert m["pq_things"] == pytest.approx((ball_pq + 0.0) / 2)  # box: one FN, PQ 0
+    assert m["sq_things"] == pytest.approx((1.0 + 0.0) / 2)
+    assert m["rq_things"] == pytest.approx((1 / 1.5 + 0.0) / 2)
+    assert m["pq_stuff"] == pytest.approx((ground_iou + 1.0) / 2)
+    assert m["sq_stuff"] == pytest.approx((ground_iou + 1.0) / 2) and m["rq_stuff"] == 1.0
+    assert m["pq"] == pytest.approx((ball_pq + 0.0 + ground_iou + 1.0) / 4)
+    # the per-image statistics give the same numbers for the set and for resamples
+    stats = task.set_statistics(torch.cat([pred, target]), torch.cat([target, target]))
+    assert task.set_metrics_from(stats[:1]) == m
+    assert task.set_metrics_from(stats[1:])["pq_things"] == 1.0  # the perfect copy
+    assert task.set_metrics_from(stats[[0, 0]]) == m  # a repeat changes no ratio

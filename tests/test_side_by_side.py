@@ -117,8 +117,10 @@ def test_uvim_demo_workers_give_the_same_table(tmp_path):
 
     one, two = rows(1), rows(2)
     assert [r["model"] for r in one] == [
-        "trivial (mean depth)", "direct (no tokens)", "UViM fsq", "UViM vq",
-        "trivial (grayscale copy)", "direct (no tokens)", "UViM fsq", "UViM vq",
+        "trivial: per-pixel mean depth", "trivial: scalar mean depth", "direct (no tokens)",
+        "UViM fsq", "UViM vq",
+        "trivial: grayscale copy", "trivial: per-pixel mean colour", "direct (no tokens)",
+        "UViM fsq", "UViM vq",
     ]  # fmt: skip
     assert one == two
     assert (tmp_path / "w2" / "predictions_colorize.png").is_file()

@@ -23,7 +23,8 @@ from fsqkit.uvim import (
     train_oracle,
     train_stage2,
 )
-from fsqkit.uvim.evaluate import evaluate_dense, train_target_mean, trivial_predictor
+from fsqkit.uvim.baselines import fit_baselines
+from fsqkit.uvim.evaluate import baseline_predictor, evaluate_dense
 from fsqkit.uvim.train import load_data
 from tests.single_thread import one_thread  # noqa: F401
 
@@ -50,7 +51,10 @@ def train_all(root, task: str, data: str, steps: int, num_val: int):
     direct = train_direct(OracleConfig(task=task, **LAYOUT), cfg, trainer(root / "direct", steps))
     train, val = load_data(cfg, task, LAYOUT["image_size"])
     t = get_task(task)
-    trivial = evaluate_dense(t, trivial_predictor(t, train_target_mean(t, train)), val)
+    trivial = {
+        name: evaluate_dense(t, baseline_predictor(b), val)
+        for name, b in fit_baselines(t, train).items()
+    }
     return oracle, full, direct, trivial
 
 
@@ -66,9 +70,12 @@ def color_runs(tmp_path_factory):
 
 
 def test_depth_end_to_end(depth_runs):
-    _, oracle, full, direct, trivial = depth_runs
+    _, oracle, full, direct, baselines = depth_runs
     # The full model beats predicting the mean training depth; the oracle (which
-    # sees the true depth) beats the full model.
+    # sees the true depth) beats the full model. The per-pixel mean depth map is
+    # a much stronger baseline than the scalar mean.
+    trivial = baselines["scalar mean depth"]
+    assert baselines["per-pixel mean depth"]["rmse"] < 0.5 * trivial["rmse"]
     assert full.metrics["rmse"] < 0.6 * trivial["rmse"]
     assert full.metrics["delta1"] > trivial["delta1"] + 0.3
     assert oracle.metrics["rmse"] < full.metrics["rmse"]
@@ -79,11 +86,13 @@ def test_depth_end_to_end(depth_runs):
 
 
 def test_colorize_end_to_end(color_runs):
-    oracle, full, _direct, trivial = color_runs
+    oracle, full, _direct, baselines = color_runs
     # Fréchet distance to the real colour crops: the colorizer beats the grayscale
     # copy; the oracle beats the full model on PSNR to the true colours.
+    trivial = baselines["grayscale copy"]
     assert full.metrics["fd"] < trivial["fd"]
     assert trivial["colorfulness"] == 0 < full.metrics["colorfulness"]
+    assert baselines["per-pixel mean colour"]["colorfulness"] > 0
     assert oracle.metrics["psnr"] > full.metrics["psnr"]
 
 
@@ -215,6 +224,15 @@ def test_cli_train_predict_eval(tmp_path, capsys):
     assert main(["uvim", "eval", "--model", str(u)]) == 0
     text = capsys.readouterr().out
     assert '"rmse"' in text and '"usage"' in text
+    # The held-out test split of the scenes, with bootstrap standard errors.
+    import json
+
+    test_args = ["uvim", "eval", "--split", "test", "--num", "12", "--bootstrap", "50"]
+    assert main([*test_args, "--model", str(u)]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["images"] == 12 and m["rmse_se"] > 0 and m["delta1_se"] >= 0 and "usage" in m
+    assert main([*test_args, "--model", str(d), "--data", "embedded"]) == 2
+    assert "no 'test' split" in capsys.readouterr().err
     # Errors: an oracle cannot predict from images alone; an unknown task.
     assert (
         main(["uvim", "predict", "--model", str(o), "--images", str(imgs), "--out", str(out)]) == 2
@@ -259,9 +277,32 @@ def test_uvim_demo_quick(tmp_path):
     } <= files
     import json
 
-    rows = json.loads((out / "report.json").read_text())["tables"]
-    (table,) = rows.values()
-    models = [(r["task"], r["model"]) for r in table["rows"]]
-    assert ("depth", "UViM fsq") in models and ("colorize", "UViM vq_split") in models
-    assert ("depth", "direct (no tokens)") in models
-    assert ("panoptic", "UViM fsq") in models and "predictions_panoptic.png" in files
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["tables"]) == 5  # a table per task, paired differences for two
+    rows = report["data"]["rows"]
+    models = {
+        task: [r["model"] for r in rows if r["task"] == task]
+        for task in report["data"]["config"]["tasks"]
+    }
+    quantizers = ["UViM fsq", "UViM vq", "UViM vq_split"]
+    assert models == {
+        "depth": ["trivial: per-pixel mean depth", "trivial: scalar mean depth",
+                  "direct (no tokens)", *quantizers],
+        "colorize": ["trivial: grayscale copy", "trivial: per-pixel mean colour",
+                     "direct (no tokens)", *quantizers],
+        "panoptic": ["trivial: all ground", "trivial: per-pixel majority class",
+                     "direct (no tokens)", *quantizers],
+    }  # fmt: skip
+    # scored on held-out data: the scenes' test split, embedded's val photos
+    data = {"depth": "scenes/test", "colorize": "embedded/val", "panoptic": "scenes/test"}
+    for r in rows:
+        assert r["data"] == data[r["task"]] and r["images"] == {"embedded/val": 8}.get(
+            r["data"], 16
+        )
+        if r["model"].startswith("trivial"):
+            assert r["fitted_on"] == data[r["task"]].split("/")[0] + "/train"
+        metrics = {"depth": ["rmse", "absrel", "delta1"], "colorize": ["psnr", "colorfulness"],
+                   "panoptic": ["pq", "pq_things", "pq_stuff", "sq", "rq", "pixel_acc"]}  # fmt: skip
+        for m in metrics[r["task"]]:
+            assert isinstance(r[m], float) and r[f"{m}_se"] >= 0, (r, m)
+    assert {c["a"] for c in report["data"]["comparisons"]["depth"]} >= {"UViM fsq"}

@@ -17,7 +17,8 @@ from fsqkit.cli import main
 from fsqkit.data.scenes import render_split
 from fsqkit.training import load_checkpoint
 from fsqkit.uvim import OracleConfig, build_dense_dataset, get_task, load_uvim_model
-from fsqkit.uvim.evaluate import evaluate_dense, train_target_mean, trivial_predictor
+from fsqkit.uvim.baselines import fit_baselines
+from fsqkit.uvim.evaluate import baseline_predictor, evaluate_dense
 from fsqkit.uvim.tasks import dense_task_options
 from fsqkit.uvim.tasks.panoptic import PanopticTask, scene_categories
 from fsqkit.uvim.train import load_data
@@ -37,7 +38,7 @@ def panoptic_runs(tmp_path_factory):
     direct = train_direct(OracleConfig(task="panoptic", **LAYOUT), cfg, trainer(root / "d", 60))
     train, val = load_data(cfg, "panoptic", LAYOUT["image_size"])
     t = get_task("panoptic")
-    trivial = evaluate_dense(t, trivial_predictor(t, train_target_mean(t, train)), val)
+    trivial = evaluate_dense(t, baseline_predictor(fit_baselines(t, train)["all ground"]), val)
     return root, oracle, full, direct, trivial
 
 

@@ -3,6 +3,7 @@ geometry, determinism and split separation."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -14,13 +15,18 @@ from fsqkit.data.scenes import (
     FOV_DEGREES,
     MAX_OBJECTS,
     NONE,
+    RUN_SEEDS,
+    SEEDS_PER_RUN_SEED,
     SEMANTIC_CLASSES,
     SPHERE,
+    SPLIT_SEED_BASE,
+    SPLIT_SEEDS,
     SceneSpec,
     render_scenes,
     render_split,
     sample_scene,
     scene_seeds,
+    split_seed_range,
 )
 
 
@@ -131,8 +137,53 @@ def test_deterministic_and_splits_disjoint():
     assert torch.equal(render_split("train", 2, 16, seed=1).depth, a.depth[:2])
 
 
+def test_test_split_is_disjoint_by_construction():
+    """Every (split, run seed) owns a block of seeds that no other split's block
+    touches, for every allowed run seed and count: the test scenes are never
+    train or val scenes, whatever a run asks for."""
+    blocks = [
+        (split, seed, split_seed_range(split, seed))
+        for split in SPLIT_SEED_BASE
+        for seed in range(RUN_SEEDS)
+    ]
+    assert len(blocks) == 3 * RUN_SEEDS and RUN_SEEDS * SEEDS_PER_RUN_SEED == SPLIT_SEEDS
+    spans = sorted((r.start, r.stop, split) for split, _, r in blocks)
+    for (_, stop, _), (start, _, _) in itertools.pairwise(spans):
+        assert stop <= start  # no two blocks overlap
+    for split, _, r in blocks:  # each block inside its split's own range
+        base = SPLIT_SEED_BASE[split]
+        assert base <= r.start and r.stop <= base + SPLIT_SEEDS
+    # the counts a run can ask for stay inside its block
+    assert (
+        scene_seeds("test", SEEDS_PER_RUN_SEED, RUN_SEEDS - 1)[-1]
+        == (split_seed_range("test", RUN_SEEDS - 1)[-1])
+    )
+    for bad in (dict(seed=-1), dict(seed=RUN_SEEDS), dict(seed=1.0), dict(num=0),
+                dict(num=SEEDS_PER_RUN_SEED + 1)):  # fmt: skip
+        with pytest.raises(ValueError, match=r"seed|num_scenes"):
+            scene_seeds("test", bad.get("num", 3), bad.get("seed", 0))
+    # and the scenes differ: no test image is a train or val image
+    test = render_split("test", 64, 16).image.flatten(1)
+    for split in ("train", "val"):
+        other = render_split(split, 64, 16).image.flatten(1)
+        assert not (torch.cdist(test, other) == 0).any()
+
+
+def test_dense_test_split_only_for_scenes():
+    from fsqkit.data.dense import build_dense_dataset
+
+    ds = build_dense_dataset("scenes", "test", image_size=16, num=4)
+    assert ds.name == "scenes/test" and len(ds) == 4 and ds.semantic is not None
+    assert torch.equal(ds.images, (render_split("test", 4, 16).image * 255).round().byte())
+    for spec in ("embedded", "pairs:/nowhere"):
+        with pytest.raises(ValueError, match="no 'test' split"):
+            build_dense_dataset(spec, "test", num=4)
+    with pytest.raises(ValueError, match="split must be one of"):
+        build_dense_dataset("scenes", "holdout", num=4)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="split"):
-        scene_seeds("test", 3)
+        scene_seeds("holdout", 3)
     with pytest.raises(ValueError, match="size"):
         render_scenes(sample_scene(0), 1)

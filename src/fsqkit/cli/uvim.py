@@ -224,7 +224,14 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from fsqkit.uvim.runs import evaluate_run
 
-    metrics = evaluate_run(args.model, data=args.data, num_val=args.num_val, seed=args.seed)
+    metrics = evaluate_run(
+        args.model,
+        data=args.data,
+        num_val=args.num,
+        seed=args.seed,
+        split=args.split,
+        resamples=args.bootstrap,
+    )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
@@ -296,10 +303,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_predict)
 
-    p = s.add_parser("eval", help="evaluate a run on its validation data (JSON metrics)")
+    p = s.add_parser(
+        "eval", help="evaluate a run on its validation or test data (JSON metrics with SEs)"
+    )
     p.add_argument("--model", required=True, help="any UViM run (oracle, full, direct)")
     p.add_argument("--data", default=None, help="default: the run's training data source")
-    p.add_argument("--num-val", type=int, default=None)
+    p.add_argument(
+        "--split",
+        choices=["val", "test"],
+        default="val",
+        help="val, or test (scenes only: its own seed range, never trained or selected on)",
+    )
+    p.add_argument(
+        "--num",
+        "--num-val",
+        dest="num",
+        type=int,
+        default=None,
+        help="generated items to score (default: the run's val count; 2048 for test)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=200,
+        metavar="R",
+        help="resamples for the standard errors <metric>_se (0: none; default 200)",
+    )
     p.add_argument("--seed", type=int, default=None, help="default: the run's seed")
     p.set_defaults(func=run_eval)
 

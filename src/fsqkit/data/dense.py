@@ -5,7 +5,8 @@ for UViM-style dense prediction. Sources: ``scenes``, ``embedded``, ``nyu:PATH``
 Dimension legend: ``N`` items, ``H = W = image_size``.
 
 - ``scenes``: the procedural renderer (:mod:`fsqkit.data.scenes`): image, exact
-  depth, semantic and instance maps; train/val are disjoint seed ranges.
+  depth, semantic and instance maps; train/val/test are disjoint seed ranges
+  (``test``: for final tables only; the other sources have no ``test`` split).
 - ``embedded``: the bundled photographs (:func:`fsqkit.data.build_dataset`),
   images only (colorization).
 - ``nyu:PATH``: NYU Depth v2's labelled ``.mat``; ``pairs:PATH``: a folder of
@@ -33,7 +34,8 @@ DENSE_DATA_SPECS = (
     "pairs:PATH",
     "coco-panoptic:JSON,LABEL_DIR,IMAGE_DIR",
 )
-DEFAULT_COUNTS = {"train": 2048, "val": 256}
+DEFAULT_COUNTS = {"train": 2048, "val": 256, "test": 2048}
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -101,12 +103,18 @@ class DenseDataset:
 def build_dense_dataset(
     spec: str, split: str, *, image_size: int = 32, num: int | None = None, seed: int = 0
 ) -> DenseDataset:
-    """The ``split`` (``train``/``val``) of data source ``spec`` (see the module
-    docstring). ``num`` sets the item count of the generated sources (``scenes``,
-    ``embedded``; default 2048 train / 256 val) and is ignored for files."""
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    """The ``split`` (``train``/``val``; ``test`` for ``scenes``) of data source
+    ``spec`` (see the module docstring). ``num`` sets the item count of the
+    generated sources (``scenes``, ``embedded``; default 2048 train / 256 val /
+    2048 test) and is ignored for files."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     kind, _, path = spec.partition(":")
+    if split == "test" and not (kind == "scenes" and not path):
+        raise ValueError(
+            f"data {spec!r} has no 'test' split (only the scenes renderer has one); "
+            f"use its held-out 'val' split"
+        )
     n = DEFAULT_COUNTS[split] if num is None else int(num)
     name = f"{spec}/{split}"
     if kind == "scenes" and not path:

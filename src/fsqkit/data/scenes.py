@@ -14,7 +14,9 @@ Per scene the renderer returns the RGB image, the exact metric depth (the
 z-depth along the camera axis, as NYU Depth v2 stores it), a semantic class map
 (:data:`SEMANTIC_CLASSES`) and an instance-id map (0 for the ground and the
 wall, ``1 + slot`` for an object). Scene ``i`` is a pure function of its seed;
-the ``train`` and ``val`` splits draw seeds from disjoint ranges.
+the ``train``, ``val`` and ``test`` splits draw seeds from disjoint ranges
+(:func:`split_seed_range`): ``test`` is for the final tables only, never for
+training or for choosing a model.
 """
 
 from __future__ import annotations
@@ -41,8 +43,12 @@ NONE, SPHERE, BOX, CYLINDER = 0, 1, 2, 3
 MAX_OBJECTS = 4
 FOV_DEGREES = 60.0
 AMBIENT = 0.35
-SPLIT_SEED_BASE = {"train": 0, "val": 1_000_000_000}
+SPLIT_SEED_BASE = {"train": 0, "val": 1_000_000_000, "test": 2_000_000_000}
+SPLIT_SEEDS = 1_000_000_000
+"""Scene seeds per split: split ``s`` owns ``[SPLIT_SEED_BASE[s], + SPLIT_SEEDS)``."""
 SEEDS_PER_RUN_SEED = 10_000_000
+RUN_SEEDS = SPLIT_SEEDS // SEEDS_PER_RUN_SEED
+"""Run seeds ``0 .. RUN_SEEDS - 1``; each owns ``SEEDS_PER_RUN_SEED`` scenes of every split."""
 RENDER_CHUNK = 128  # scenes cast at once (bounds memory: ~P * O * 40 floats per scene)
 
 
@@ -275,14 +281,25 @@ def render_scenes(spec: SceneSpec, size: int = 32) -> SceneRender:
     )
 
 
-def scene_seeds(split: str, num_scenes: int, seed: int = 0) -> list[int]:
-    """Seeds of the ``split``'s scenes: disjoint ranges for train / val and run seeds."""
+def split_seed_range(split: str, seed: int = 0) -> range:
+    """The scene seeds run seed ``seed`` may draw for ``split``: a block of
+    ``SEEDS_PER_RUN_SEED`` inside the split's own ``SPLIT_SEEDS``, so the splits
+    (and the run seeds) never share a scene, whatever the counts."""
     if split not in SPLIT_SEED_BASE:
         raise ValueError(f"split must be one of {sorted(SPLIT_SEED_BASE)}, got {split!r}")
-    if num_scenes < 1:
-        raise ValueError(f"num_scenes must be >= 1, got {num_scenes}")
-    base = SPLIT_SEED_BASE[split] + seed * SEEDS_PER_RUN_SEED
-    return [base + i for i in range(num_scenes)]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < RUN_SEEDS:
+        raise ValueError(f"scene run seed must be an integer in [0, {RUN_SEEDS}), got {seed!r}")
+    start = SPLIT_SEED_BASE[split] + seed * SEEDS_PER_RUN_SEED
+    return range(start, start + SEEDS_PER_RUN_SEED)
+
+
+def scene_seeds(split: str, num_scenes: int, seed: int = 0) -> list[int]:
+    """Seeds of the ``split``'s first ``num_scenes`` scenes (the start of
+    :func:`split_seed_range`)."""
+    seeds = split_seed_range(split, seed)
+    if not 1 <= num_scenes <= len(seeds):
+        raise ValueError(f"num_scenes must be in [1, {len(seeds)}], got {num_scenes}")
+    return list(seeds[:num_scenes])
 
 
 def render_split(split: str, num_scenes: int, size: int = 32, seed: int = 0) -> SceneRender:

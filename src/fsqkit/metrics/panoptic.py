@@ -136,6 +136,36 @@ class PanopticQuality:
         elsewhere; crowd pixels must be void in ``gt_sem``. Without it, crowd
         regions are plain void.
         """
+        for image in self._images(pred_sem, pred_inst, gt_sem, gt_inst, gt_crowd):
+            self._add(self._image_counts(*image))
+
+    def image_counts(
+        self,
+        pred_sem: Tensor,
+        pred_inst: Tensor,
+        gt_sem: Tensor,
+        gt_inst: Tensor,
+        gt_crowd: Tensor | None = None,
+    ) -> Tensor:
+        """The counts of each image of a batch apart (maps as for :meth:`update`),
+        ``[B, 4, C]`` float64: rows TP, FP, FN and the matched IoUs' sum per class.
+        Nothing is accumulated. A set's result is :func:`result_from_counts` of
+        their sum over its images, so a set may be resampled (a bootstrap)."""
+        images = self._images(pred_sem, pred_inst, gt_sem, gt_inst, gt_crowd)
+        out = [torch.stack([t.double() for t in self._image_counts(*image)]) for image in images]
+        c = self.categories.num_classes
+        return torch.stack(out) if out else torch.zeros(0, 4, c, dtype=torch.float64)
+
+    def _images(
+        self,
+        pred_sem: Tensor,
+        pred_inst: Tensor,
+        gt_sem: Tensor,
+        gt_inst: Tensor,
+        gt_crowd: Tensor | None,
+    ) -> list[tuple[Tensor, ...]]:
+        """Check the maps; per image ``(pred_sem, pred_inst, gt_sem, gt_inst, crowd)``
+        on the CPU."""
         check_label_pair(pred_sem, pred_inst, "prediction")
         check_label_pair(gt_sem, gt_inst, "ground truth")
         if pred_sem.shape != gt_sem.shape:
@@ -160,13 +190,13 @@ class PanopticQuality:
         maps = [t.cpu() for t in (pred_sem, pred_inst, gt_sem, gt_inst, gt_crowd)]
         if pred_sem.ndim == 2:
             maps = [t[None] for t in maps]
-        for image in zip(*maps):
-            self._update_image(*image)
+        return list(zip(*maps))
 
-    def _update_image(
+    def _image_counts(
         self, pred_sem: Tensor, pred_inst: Tensor, gt_sem: Tensor, gt_inst: Tensor, crowd: Tensor
-    ) -> None:
-        """Match the segments of one image (``[H, W]`` maps) and count."""
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Match the segments of one image (``[H, W]`` maps); its TP, FP, FN and
+        IoU sum per class."""
         c = self.categories.num_classes
         g, g_cls = segment_ids(gt_sem, gt_inst, self.categories)
         p, p_cls = segment_ids(pred_sem, pred_inst, self.categories)
@@ -190,40 +220,61 @@ class PanopticQuality:
         g_hit, p_hit = match.any(1), match.any(0)
         # an unmatched prediction mostly on void (or its class's crowd) is no FP
         p_false = ~p_hit & ((on_void + on_crowd).double() <= 0.5 * p_area.double())
-        self.tp += torch.bincount(g_cls[g_hit], minlength=c)
-        self.fn += torch.bincount(g_cls[~g_hit], minlength=c)
-        self.fp += torch.bincount(p_cls[p_false], minlength=c)
-        self.iou_sum += torch.bincount(g_cls, weights=(iou * match).sum(1), minlength=c)
+        return (
+            torch.bincount(g_cls[g_hit], minlength=c),
+            torch.bincount(p_cls[p_false], minlength=c),
+            torch.bincount(g_cls[~g_hit], minlength=c),
+            torch.bincount(g_cls, weights=(iou * match).sum(1), minlength=c),
+        )
+
+    def _add(self, counts: tuple[Tensor, Tensor, Tensor, Tensor]) -> None:
+        tp, fp, fn, iou_sum = counts
+        self.tp += tp
+        self.fp += fp
+        self.fn += fn
+        self.iou_sum += iou_sum
+
+    def counts(self) -> Tensor:
+        """What has been accumulated, ``[4, C]`` float64: TP, FP, FN, IoU sum per class."""
+        return torch.stack([self.tp.double(), self.fp.double(), self.fn.double(), self.iou_sum])
 
     def merge(self, other: PanopticQuality) -> None:
         """Add the counts of another accumulator over the same categories (e.g.
         one per data shard or process)."""
         if not isinstance(other, PanopticQuality) or other.categories != self.categories:
             raise ValueError("can only merge a PanopticQuality over the same categories")
-        self.tp += other.tp
-        self.fp += other.fp
-        self.fn += other.fn
-        self.iou_sum += other.iou_sum
+        self._add((other.tp, other.fp, other.fn, other.iou_sum))
 
     def compute(self) -> PanopticResult:
         """PQ / SQ / RQ per class and their means over all classes, things, stuff."""
-        classes = []
-        for k, (name, thing) in enumerate(zip(self.categories.names, self.categories.is_thing)):
-            tp, fp, fn = int(self.tp[k]), int(self.fp[k]), int(self.fn[k])
-            iou = float(self.iou_sum[k])
-            if tp + fp + fn == 0:
-                pq = sq = rq = math.nan
-            else:
-                denom = tp + 0.5 * fp + 0.5 * fn
-                pq, rq = iou / denom, tp / denom
-                sq = iou / tp if tp else 0.0
-            classes.append(ClassPQ(name, thing, pq, sq, rq, tp, fp, fn))
-        return PanopticResult(
-            all=_mean(classes),
-            things=_mean([c for c in classes if c.is_thing]),
-            stuff=_mean([c for c in classes if not c.is_thing]),
-            per_class=tuple(classes),
-        )
+        return result_from_counts(self.counts(), self.categories)
+
+
+def result_from_counts(counts: Tensor, categories: PanopticCategories) -> PanopticResult:
+    """PQ / SQ / RQ per class and their means over all classes, things and stuff,
+    from counts ``[4, C]`` (TP, FP, FN, IoU sum per class; e.g. the sum of
+    :meth:`PanopticQuality.image_counts` over a set of images)."""
+    c = categories.num_classes
+    if not isinstance(counts, Tensor) or counts.shape != (4, c):
+        shape = tuple(counts.shape) if isinstance(counts, Tensor) else type(counts).__name__
+        raise ValueError(f"panoptic counts must have shape [4, {c}], got {shape}")
+    classes = []
+    for k, (name, thing) in enumerate(zip(categories.names, categories.is_thing)):
+        tp, fp, fn = (round(float(counts[i, k])) for i in range(3))
+        iou = float(counts[3, k])
+        if tp + fp + fn == 0:
+            pq = sq = rq = math.nan
+        else:
+            denom = tp + 0.5 * fp + 0.5 * fn
+            pq, rq = iou / denom, tp / denom
+            sq = iou / tp if tp else 0.0
+        classes.append(ClassPQ(name, thing, pq, sq, rq, tp, fp, fn))
+    return PanopticResult(
+        all=_mean(classes),
+        things=_mean([c for c in classes if c.is_thing]),
+        stuff=_mean([c for c in classes if not c.is_thing]),
+        per_class=tuple(classes),
+    )
 
 
 def panoptic_quality(

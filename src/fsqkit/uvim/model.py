@@ -15,9 +15,10 @@ from torch import Tensor, nn
 from fsqkit.training.checkpoint import load_checkpoint
 from fsqkit.training.ema import module_weights
 from fsqkit.uvim.config import OracleConfig, Stage2Config
+from fsqkit.uvim.nets import inference
 from fsqkit.uvim.oracle import DirectModel, Oracle
 from fsqkit.uvim.stage2 import TokenPredictor
-from fsqkit.uvim.tasks import DenseTask
+from fsqkit.uvim.tasks import DenseBatch, DenseTask
 
 
 class UViM(nn.Module):
@@ -38,24 +39,35 @@ class UViM(nn.Module):
     def task(self) -> DenseTask:
         return self.oracle.task
 
-    @torch.no_grad()
-    def predict_tokens(self, inputs: Tensor, temperature: float = 0.0, seed: int = 0) -> Tensor:
-        """Model inputs ``(B, 3, H, W)`` -> token grids ``(B, h, w)``."""
-        return self.stage2.predict_tokens(inputs, temperature, seed)
+    def predict_tokens(
+        self, inputs: Tensor, temperature: float = 0.0, seed: int = 0, *, fast: bool = True
+    ) -> Tensor:
+        """Model inputs ``(B, 3, H, W)`` -> token grids ``(B, h, w)``
+        (:meth:`TokenPredictor.predict_tokens`)."""
+        return self.stage2.predict_tokens(inputs, temperature, seed, fast=fast)
 
-    @torch.no_grad()
+    @inference
     def predict(
-        self, images: Tensor, temperature: float = 0.0, seed: int = 0, batch_size: int = 128
+        self,
+        images: Tensor,
+        temperature: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 128,
+        *,
+        fast: bool = True,
     ) -> Tensor:
         """Images ``(B, 3, H, W)`` in ``[0, 1]`` -> predictions ``(B, C, H, W)`` in task
         units. The task's input transform is applied first (e.g. grayscale for
-        colorization), so colour images may be passed as they are."""
-        from fsqkit.uvim.tasks import DenseBatch
-
+        colorization), so colour images may be passed as they are. Batch ``i``
+        (``batch_size`` images) decodes with seed ``seed + i * batch_size``; greedy
+        decoding (``temperature=0``) does not depend on the batching. ``fast=False``:
+        the reference path (the general token decoder, each network on the whole
+        batch), the same values, slower."""
         out = []
         for i in range(0, images.shape[0], batch_size):
             x = self.task.inputs(DenseBatch(images[i : i + batch_size]))
-            out.append(self.oracle.decode(self.predict_tokens(x, temperature, seed + i), x))
+            tokens = self.predict_tokens(x, temperature, seed + i, fast=fast)
+            out.append(self.oracle.decode(tokens, x) if fast else self.oracle._decode(tokens, x))
         return torch.cat(out)
 
     @classmethod

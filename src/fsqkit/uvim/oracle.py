@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from fsqkit.quantizers import QuantizerOutput, build_quantizer
 from fsqkit.uvim.config import OracleConfig
-from fsqkit.uvim.nets import ContextEncoder, TargetDecoder, TargetEncoder
+from fsqkit.uvim.nets import ContextEncoder, TargetDecoder, TargetEncoder, in_batches, inference
 from fsqkit.uvim.tasks import DenseTask, get_task
 
 
@@ -81,15 +81,19 @@ class Oracle(nn.Module):
         x = images * 2.0 - 1.0
         return self.quantizer(self.encoder(self.task.encode(target, images), x)).indices
 
-    @torch.no_grad()
+    @inference
     def decode(self, tokens: Tensor, images: Tensor) -> Tensor:
-        """Tokens ``(B, h, w)`` and images -> prediction ``(B, C, H, W)`` in task units."""
+        """Tokens ``(B, h, w)`` and images -> prediction ``(B, C, H, W)`` in task units
+        (the networks run on ``CONV_BATCH`` images at a time)."""
         check_images(images, self.cfg.image_size)
         if tokens.is_floating_point() or tokens.shape != (images.shape[0], *self.cfg.grid):
             raise ValueError(
                 f"tokens must be integer (B, {self.cfg.grid[0]}, {self.cfg.grid[1]}), "
                 f"got {tokens.dtype} {tuple(tokens.shape)}"
             )
+        return in_batches(self._decode, tokens, images)
+
+    def _decode(self, tokens: Tensor, images: Tensor) -> Tensor:
         codes = self.quantizer.indices_to_codes(tokens)  # (B, D, h, w)
         return self.task.decode(self.decoder(codes, self.context(images * 2.0 - 1.0)), images)
 
@@ -116,7 +120,7 @@ class DirectModel(nn.Module):
         check_images(images, self.cfg.image_size)
         return self.decoder(None, self.context(images * 2.0 - 1.0))
 
-    @torch.no_grad()
+    @inference
     def predict(self, images: Tensor) -> Tensor:
-        """Prediction in task units."""
-        return self.task.decode(self(images), images)
+        """Prediction in task units (``CONV_BATCH`` images at a time)."""
+        return in_batches(lambda x: self.task.decode(self(x), x), images)

@@ -19,6 +19,15 @@ decoders (``Stage2Config.decoder``):
 
 Decoding is greedy by default (``temperature=0``: deterministic); with
 ``temperature > 0`` it samples from a generator seeded by ``seed``.
+
+Greedy decoding has a fast path (:meth:`TokenPredictor.predict_tokens`,
+``fast=True``): the ``K``-way head runs only on the positions still masked (the
+autoregressive decoder: only on the position being decided), ``HEAD_ROWS``
+positions at a time into one reused buffer, instead of producing the whole
+``(B, S, K)`` logits tensor per step; the image encoder runs on
+``CONV_BATCH`` images at a time. Same operations per position, so the same
+tokens bit for bit (``tests/test_uvim_predict.py``); ``fast=False`` is the
+general decoder that sampling uses.
 """
 
 from __future__ import annotations
@@ -29,10 +38,15 @@ from torch import Tensor, nn
 
 from fsqkit.maskgit.model import Block
 from fsqkit.maskgit.sampling import gumbel_noise, iterative_decode
-from fsqkit.maskgit.schedule import PAPER_R_MIN, random_training_mask
+from fsqkit.maskgit.schedule import PAPER_R_MIN, decoding_schedule, random_training_mask
 from fsqkit.uvim.config import Stage2Config
-from fsqkit.uvim.nets import ContextEncoder
+from fsqkit.uvim.nets import ContextEncoder, in_batches, inference
 from fsqkit.uvim.oracle import check_images
+
+HEAD_ROWS = 1024
+"""Token positions whose ``K`` logits the fast greedy decoder computes at once
+on the CPU (an ~18 MB buffer for ``K = 4375``; the whole ``(B, S, K)`` tensor of
+128 images is 143 MB, allocated and freed at every step). On a GPU: all at once."""
 
 
 class TokenPredictor(nn.Module):
@@ -66,9 +80,9 @@ class TokenPredictor(nn.Module):
         top = self.image_encoder(images * 2.0 - 1.0)[-1]  # (B, c_top, h, w)
         return self.image_proj(top).flatten(2).transpose(1, 2)
 
-    def logits(self, feats: Tensor, tokens: Tensor, select: Tensor | None = None) -> Tensor:
-        """Logits ``(B, S, K)`` (or ``(M, K)`` at ``select``) for input ids ``(B, S)``
-        (MASK/BOS = ``K``) and image features ``(B, S, E)``."""
+    def hidden(self, feats: Tensor, tokens: Tensor) -> Tensor:
+        """The last block's output ``(B, S, E)`` at the token positions, for input
+        ids ``(B, S)`` (MASK/BOS = ``K``) and image features ``(B, S, E)``."""
         x = self.tok_emb(tokens.long()) + self.pos_emb + feats  # (B, S, E)
         mask = None
         if self.autoregressive:
@@ -76,7 +90,12 @@ class TokenPredictor(nn.Module):
             mask = self.attn_mask
         for block in self.blocks:
             x = block(x, mask)
-        x = x[:, -self.cfg.seq_len :]
+        return x[:, -self.cfg.seq_len :]
+
+    def logits(self, feats: Tensor, tokens: Tensor, select: Tensor | None = None) -> Tensor:
+        """Logits ``(B, S, K)`` (or ``(M, K)`` at ``select``) for input ids ``(B, S)``
+        (MASK/BOS = ``K``) and image features ``(B, S, E)``."""
+        x = self.hidden(feats, tokens)
         if select is not None:
             x = x[select]
         return self.head(self.ln_f(x))
@@ -110,14 +129,22 @@ class TokenPredictor(nn.Module):
         acc = (logits.detach().argmax(-1) == target).float().mean()
         return loss, {"loss": float(loss.detach()), "token_acc": float(acc)}
 
-    @torch.no_grad()
-    def predict_tokens(self, images: Tensor, temperature: float = 0.0, seed: int = 0) -> Tensor:
+    @inference
+    def predict_tokens(
+        self, images: Tensor, temperature: float = 0.0, seed: int = 0, *, fast: bool = True
+    ) -> Tensor:
         """Token grids ``(B, h, w)`` int64 predicted from ``images`` (deterministic
-        for a ``seed``; greedy for ``temperature=0``)."""
+        for a ``seed``; greedy for ``temperature=0``). ``fast`` (greedy only): the
+        fast path of the module docstring, same tokens; ``False``: the general decoder
+        on the whole batch at once (the reference the fast path is tested against)."""
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        feats = self.image_features(images)
+        check_images(images, self.cfg.image_size)
+        feats = in_batches(self.image_features, images) if fast else self.image_features(images)
         b, s, k = feats.shape[0], self.cfg.seq_len, self.cfg.codebook_size
+        if fast and temperature == 0:
+            greedy = self._greedy_autoregressive if self.autoregressive else self._greedy_masked
+            return greedy(feats).view(b, *self.cfg.grid)
         gen = torch.Generator().manual_seed(seed)
         if not self.autoregressive:
             out = iterative_decode(
@@ -139,3 +166,73 @@ class TokenPredictor(nn.Module):
                     logit = logit / temperature + gumbel_noise(logit.shape, gen, feats.device)
                 out[:, i] = logit.argmax(-1)
         return out.view(b, *self.cfg.grid)
+
+    def _greedy_masked(self, feats: Tensor) -> Tensor:
+        """Greedy MaskGIT decoding (``iterative_decode`` with both temperatures 0)
+        of image features ``(B, S, E)`` -> tokens ``(B, S)``; the head runs only
+        on masked positions, and the last step, which reveals every position
+        left, needs no confidences."""
+        b, s, k = feats.shape[0], self.cfg.seq_len, self.cfg.codebook_size
+        head = _GreedyHead(self.ln_f, self.head, feats.device)
+        tokens = torch.full((b, s), k, dtype=torch.long, device=feats.device)
+        confidence = torch.empty(b, s, device=feats.device)
+        sampled = torch.empty_like(tokens)
+        left = s
+        for n_reveal in decoding_schedule(s, self.cfg.decode_steps):
+            masked = tokens == k
+            best, logp = head(self.hidden(feats, tokens)[masked], confidence=n_reveal < left)
+            if n_reveal == left:
+                return tokens.masked_scatter_(masked, best)
+            # as iterative_decode: decided positions are never chosen again
+            confidence.fill_(-torch.inf).masked_scatter_(masked, logp)
+            sampled.zero_().masked_scatter_(masked, best)
+            chosen = confidence.topk(n_reveal, dim=-1).indices  # (B, n_reveal)
+            tokens.scatter_(1, chosen, sampled.gather(1, chosen))
+            left -= n_reveal
+        raise AssertionError("the decoding schedule reveals every position")
+
+    def _greedy_autoregressive(self, feats: Tensor) -> Tensor:
+        """Greedy raster-order decoding -> tokens ``(B, S)``; the head runs only
+        on the position being decided."""
+        b, s, k = feats.shape[0], self.cfg.seq_len, self.cfg.codebook_size
+        head = _GreedyHead(self.ln_f, self.head, feats.device)
+        out = torch.full((b, s), k, dtype=torch.long, device=feats.device)
+        for i in range(s):
+            out[:, i] = head(self.hidden(feats, self._shift_right(out))[:, i])[0]
+        return out
+
+
+class _GreedyHead:
+    """Argmax code ``(M,)`` of hidden states ``(M, E)`` under ``head(ln_f(.))``
+    and, with ``confidence``, its log-probability ``(M,)``; ``HEAD_ROWS`` rows at
+    a time into reused buffers, per row the same operations as on the whole
+    logits tensor."""
+
+    def __init__(self, ln_f: nn.LayerNorm, head: nn.Linear, device: torch.device) -> None:
+        self.ln_f, self.weight, self.bias = ln_f, head.weight.t(), head.bias
+        self.k, self.device = head.weight.shape[0], device
+        # grown at the first call; float32 log-softmax as in the general decoder
+        self.logits = torch.empty(0, self.k, device=device, dtype=head.weight.dtype)
+        self.logp: Tensor | None = None
+
+    def __call__(self, hidden: Tensor, confidence: bool = False) -> tuple[Tensor, Tensor]:
+        m = hidden.shape[0]
+        best = torch.empty(m, dtype=torch.long, device=hidden.device)
+        logp = torch.empty(m if confidence else 0, device=hidden.device)
+        x = self.ln_f(hidden)
+        chunk = HEAD_ROWS if self.device.type == "cpu" else max(m, 1)
+        if len(self.logits) < min(chunk, m):
+            self.logits = self.logits.new_empty(min(chunk, m), self.k)
+            self.logp = None
+        for i in range(0, m, chunk):
+            rows = x[i : i + chunk]
+            n = len(rows)
+            logits = torch.addmm(self.bias, rows, self.weight, out=self.logits[:n]).float()
+            top = logits.argmax(-1)
+            best[i : i + n] = top
+            if confidence:
+                if self.logp is None:
+                    self.logp = torch.empty(len(self.logits), self.k, device=self.device)
+                lsm = torch.ops.aten._log_softmax.out(logits, -1, False, out=self.logp[:n])
+                logp[i : i + n] = lsm.gather(-1, top[:, None])[:, 0]
+        return best, logp

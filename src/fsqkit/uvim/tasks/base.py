@@ -1,7 +1,7 @@
 """What a dense prediction task is: how a batch becomes the model input, the
 target in its own units and a validity mask, how targets map to and from the
 ``[-1, 1]`` scale the networks work in, its loss, its metrics and its trivial
-baseline. One subclass per task (:mod:`~fsqkit.uvim.tasks.depth`,
+baselines. One subclass per task (:mod:`~fsqkit.uvim.tasks.depth`,
 :mod:`~fsqkit.uvim.tasks.colorize`, :mod:`~fsqkit.uvim.tasks.panoptic`), in the
 registry of :mod:`fsqkit.uvim.tasks`.
 
@@ -10,12 +10,38 @@ Dimension legend: ``B`` batch, ``C`` target channels, ``H, W`` image size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from fsqkit.data.dense import DenseBatch
+
+Baseline = Callable[[Tensor], Tensor]
+"""A trivial predictor: model inputs ``(B, 3, H, W)`` -> prediction ``(B, C, H, W)``
+in task units, fitted on training data only."""
+
+
+@dataclass(frozen=True)
+class TrainingMeans:
+    """What the trivial baselines know of the training set (``E``: channels of
+    the encoded target, ``task.encode``; ``C`` those of the target).
+
+    Attributes:
+        target_mean: ``(C,)`` mean target over all valid pixels (task units).
+        target_map: ``(C, H, W)`` mean target per pixel over the images where
+            it is valid (``target_mean`` where it never is).
+        encoded_map: ``(E, H, W)`` the same for the encoded target (e.g. class
+            frequencies of a one-hot panoptic target; colour offsets from gray).
+        source: name of the data they come from (a ``.../train`` split).
+    """
+
+    target_mean: Tensor
+    target_map: Tensor
+    encoded_map: Tensor
+    source: str = ""
 
 
 class DenseTask:
@@ -77,16 +103,37 @@ class DenseTask:
         """Per-image metrics ``{name: (B,)}`` of predictions in task units."""
         raise NotImplementedError
 
-    def set_metrics(self, pred: Tensor, target: Tensor) -> dict[str, float]:
-        """Metrics of a whole prediction set (e.g. a Fréchet distance); default none."""
+    def set_statistics(self, pred: Tensor, target: Tensor) -> Tensor | None:
+        """Per-image statistics ``(B, ...)`` from which :meth:`set_metrics_from`
+        computes the metrics of a whole set (e.g. a Fréchet distance, panoptic
+        quality); ``None`` (the default): the task has no set metrics. A set's
+        statistics are its images' rows, so a bootstrap resamples rows."""
+        return None
+
+    def set_metrics_from(self, stats: Tensor) -> dict[str, float]:
+        """Set metrics from the stacked :meth:`set_statistics` of a set's images."""
         return {}
 
-    def trivial(self, inputs: Tensor, train_mean: Tensor) -> Tensor:
-        """The trivial predictor the models must beat, in task units.
-        ``train_mean``: ``(C,)`` mean target of the training set."""
-        b, _, h, w = inputs.shape
-        return train_mean.to(inputs)[None, :, None, None].expand(b, -1, h, w)
+    def set_metrics(self, pred: Tensor, target: Tensor) -> dict[str, float]:
+        """Metrics of a whole prediction set ``(N, C, H, W)`` (default: none)."""
+        stats = self.set_statistics(pred, target)
+        return {} if stats is None else self.set_metrics_from(stats)
+
+    def baselines(self, means: TrainingMeans) -> dict[str, Baseline]:
+        """The trivial predictors every model must beat, by name, from statistics
+        of the training set (:func:`fsqkit.uvim.baselines.training_means`).
+        Default: the mean target, one value per channel everywhere."""
+        return {"mean target": lambda inputs: constant(means.target_mean, inputs)}
 
     def to_rgb(self, target: Tensor) -> Tensor:
         """Target in task units -> ``(B, 3, H, W)`` image in ``[0, 1]`` for grids."""
         raise NotImplementedError
+
+
+def constant(value: Tensor, inputs: Tensor) -> Tensor:
+    """``(C,)`` or ``(C, H, W)`` ``value`` repeated for each image of ``inputs``
+    ``(B, 3, H, W)``: ``(B, C, H, W)``."""
+    b, _, h, w = inputs.shape
+    v = value.to(inputs.device)
+    v = v[:, None, None] if v.ndim == 1 else v
+    return v[None].expand(b, -1, h, w).clone()

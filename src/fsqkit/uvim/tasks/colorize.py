@@ -5,12 +5,13 @@ Dimension legend: ``B`` batch, ``H, W`` image size.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from fsqkit.data.dense import DenseBatch
 from fsqkit.metrics import RandomConvFeatures, frechet_distance_features
 from fsqkit.metrics.image import colorfulness, psnr, ssim
-from fsqkit.uvim.tasks.base import DenseTask
+from fsqkit.uvim.tasks.base import Baseline, DenseTask, TrainingMeans, constant
 
 MIN_FD_IMAGES = 64
 
@@ -55,15 +56,28 @@ class ColorizeTask(DenseTask):
             "colorfulness": colorfulness(pred),
         }
 
-    def set_metrics(self, pred: Tensor, target: Tensor) -> dict[str, float]:
-        if pred.shape[0] < MIN_FD_IMAGES:
-            return {}  # a Fréchet distance of a handful of images is noise (and eigh costs seconds)
+    def set_statistics(self, pred: Tensor, target: Tensor) -> Tensor:
+        """``(B, 2F)``: the random-conv features of each prediction and of its true
+        colour image (``F = 736``)."""
         feats = RandomConvFeatures()
-        return {"fd": frechet_distance_features(feats(pred), feats(target))}
+        return torch.cat([feats(pred), feats(target)], 1)
 
-    def trivial(self, inputs: Tensor, train_mean: Tensor) -> Tensor:
-        """The grayscale copy of the input."""
-        return inputs
+    def set_metrics_from(self, stats: Tensor) -> dict[str, float]:
+        if stats.shape[0] < MIN_FD_IMAGES:
+            return {}  # a Fréchet distance of a handful of images is noise (and eigh costs seconds)
+        pred, target = stats.chunk(2, dim=1)
+        return {"fd": frechet_distance_features(pred, target)}
+
+    def baselines(self, means: TrainingMeans) -> dict[str, Baseline]:
+        """The grayscale copy of the input; and the per-pixel mean colour: the
+        input's luma plus the training set's mean colour offset from gray at
+        that pixel (a chroma: it leaves the luma as it is)."""
+        return {
+            "grayscale copy": lambda inputs: inputs.clone(),
+            "per-pixel mean colour": lambda inputs: self.decode(
+                constant(means.encoded_map, inputs), inputs
+            ),
+        }
 
     def to_rgb(self, target: Tensor) -> Tensor:
         return target.clamp(0, 1)

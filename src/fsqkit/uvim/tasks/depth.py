@@ -9,7 +9,7 @@ from torch import Tensor
 
 from fsqkit.data.dense import DenseBatch
 from fsqkit.metrics.depth import depth_metrics
-from fsqkit.uvim.tasks.base import DenseTask
+from fsqkit.uvim.tasks.base import Baseline, DenseTask, TrainingMeans, constant
 
 
 class DepthTask(DenseTask):
@@ -41,6 +41,14 @@ class DepthTask(DenseTask):
 
     def metrics(self, pred: Tensor, target: Tensor, valid: Tensor) -> dict[str, Tensor]:
         return depth_metrics(pred, target, valid, self.min_depth)
+
+    def baselines(self, means: TrainingMeans) -> dict[str, Baseline]:
+        """The training set's mean depth map (per pixel), and its one mean depth
+        (a scalar: much weaker, as every image has a similar layout)."""
+        return {
+            "per-pixel mean depth": lambda inputs: constant(means.target_map, inputs),
+            "scalar mean depth": lambda inputs: constant(means.target_mean, inputs),
+        }
 
     def to_rgb(self, target: Tensor) -> Tensor:
         return (1.0 - target / self.max_depth).clamp(0, 1).expand(-1, 3, -1, -1)

@@ -13,7 +13,8 @@ The pieces are those of :mod:`~fsqkit.uvim.tasks.panoptic_target` and
   loss ``panoptic_loss`` (cross-entropy per channel, void ignored); prediction
   ``decode_panoptic_logits`` (per-instance class vote);
 - metrics: per image the semantic pixel accuracy ``pixel_acc``; per set the
-  panoptic quality ``pq`` (with ``sq``, ``rq``, ``pq_things``, ``pq_stuff``) of
+  panoptic quality ``pq`` with ``sq``, ``rq`` and each of the three over things
+  (``pq_things``, ...) and stuff (``pq_stuff``, ...) of
   :class:`~fsqkit.metrics.panoptic.PanopticQuality`, as fractions in ``[0, 1]``.
 
 The registered ``panoptic`` task uses the ``scenes`` classes (:func:`scene_categories`);
@@ -31,10 +32,10 @@ from torch import Tensor
 
 from fsqkit.data.dense import DenseBatch
 from fsqkit.data.panoptic import PanopticCategories
-from fsqkit.metrics.panoptic import PanopticQuality
-from fsqkit.uvim.tasks.base import DenseTask
+from fsqkit.metrics.panoptic import PanopticQuality, result_from_counts
+from fsqkit.uvim.tasks.base import Baseline, DenseTask, TrainingMeans
 from fsqkit.uvim.tasks.panoptic_logits import decode_panoptic_logits, panoptic_loss, panoptic_onehot
-from fsqkit.uvim.tasks.panoptic_target import encode_panoptic
+from fsqkit.uvim.tasks.panoptic_target import decode_panoptic, encode_panoptic
 
 SCENES_STUFF = ("wall", "ground")
 
@@ -80,7 +81,7 @@ class PanopticTask(DenseTask):
         categories: the class table (which classes are things, the void label).
         max_instances: ``K``, the most thing instances per image (more: the
             smallest become void, see ``encode_panoptic``).
-        background: the stuff class the trivial predictor paints everywhere
+        background: the stuff class one trivial baseline paints everywhere
             (default: the first stuff class).
     """
 
@@ -166,25 +167,40 @@ class PanopticTask(DenseTask):
         hit = (pred[:, 0] == target[:, 0]).float() * v
         return {"pixel_acc": hit.flatten(1).sum(1) / v.flatten(1).sum(1).clamp_min(1)}
 
-    def set_metrics(self, pred: Tensor, target: Tensor) -> dict[str, float]:
-        """Panoptic quality of the whole set (fractions; ``nan`` where no class counts)."""
+    def set_statistics(self, pred: Tensor, target: Tensor) -> Tensor:
+        """``(B, 4, C)`` per image and class: TP, FP, FN and the matched IoUs' sum."""
         metric = PanopticQuality(self.categories)
-        metric.update(pred[:, 0], pred[:, 1], target[:, 0], target[:, 1])
-        r = metric.compute()
+        return metric.image_counts(pred[:, 0], pred[:, 1], target[:, 0], target[:, 1])
+
+    def set_metrics_from(self, stats: Tensor) -> dict[str, float]:
+        """Panoptic quality of the set (fractions; ``nan`` where no class counts):
+        ``pq``, ``sq``, ``rq`` over all classes and each over things and stuff."""
+        r = result_from_counts(stats.sum(0), self.categories)
+        out = {"pq": r.all.pq, "sq": r.all.sq, "rq": r.all.rq}
+        for part, summary in (("things", r.things), ("stuff", r.stuff)):
+            out.update({f"{k}_{part}": getattr(summary, k) for k in ("pq", "sq", "rq")})
+        return out
+
+    def baselines(self, means: TrainingMeans) -> dict[str, Baseline]:
+        """Every pixel the ``background`` stuff class; and every pixel the class
+        most frequent there in the training set (things included; each thing
+        class's pixels then form one segment)."""
+        majority = means.encoded_map[: self.categories.num_classes].argmax(0)  # (H, W)
         return {
-            "pq": r.all.pq,
-            "sq": r.all.sq,
-            "rq": r.all.rq,
-            "pq_things": r.things.pq,
-            "pq_stuff": r.stuff.pq,
+            "all " + self.categories.names[self.background]: lambda inputs: self._paint(
+                torch.full_like(majority, self.background), inputs
+            ),
+            "per-pixel majority class": lambda inputs: self._paint(majority, inputs),
         }
 
-    def trivial(self, inputs: Tensor, train_mean: Tensor) -> Tensor:
-        """Every pixel the ``background`` stuff class (instance 0)."""
-        b, _, h, w = inputs.shape
-        out = torch.zeros(b, 2, h, w, dtype=torch.int64, device=inputs.device)
-        out[:, 0] = self.background
-        return out
+    def _paint(self, semantic: Tensor, inputs: Tensor) -> Tensor:
+        """``(H, W)`` classes on every image of ``inputs``, as a canonical
+        ``(B, 2, H, W)`` prediction."""
+        sem = semantic.to(inputs.device)
+        one = torch.stack(
+            decode_panoptic(torch.stack([sem, torch.zeros_like(sem)]), self.categories)
+        )
+        return one[None].expand(inputs.shape[0], -1, -1, -1).clone()
 
     def to_rgb(self, target: Tensor) -> Tensor:
         """A colour per class, darker for later instances of a thing; void black."""
@@ -198,7 +214,7 @@ class PanopticTask(DenseTask):
 
 def scenes_panoptic_task() -> PanopticTask:
     """The registered ``panoptic`` task: ``scenes`` classes, up to ``MAX_OBJECTS``
-    things, trivial predictor = all ground."""
+    things, one trivial baseline = all ground."""
     from fsqkit.data.scenes import MAX_OBJECTS, SEMANTIC_CLASSES
 
     return PanopticTask(scene_categories(), MAX_OBJECTS, SEMANTIC_CLASSES.index("ground"))
