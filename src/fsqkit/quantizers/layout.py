@@ -10,10 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def channel_axis(z: Tensor, channel_first: bool) -> int:
-    """Index of the channel dimension of ``z``."""
-    return 1 if (channel_first and z.ndim >= 3) else z.ndim - 1
+from fsqkit.quantizers.capture import graph_capture
 
 
 def to_channel_last(z: Tensor, channel_first: bool) -> Tensor:
@@ -37,13 +34,20 @@ def check_input(
         raise TypeError(f"{name} expects a floating-point tensor, got dtype {z.dtype}")
     if z.ndim < 1:
         raise ValueError(f"{name} expects a tensor with a channel dimension, got a scalar")
-    axis = channel_axis(z, channel_first)
-    if z.shape[axis] != dim:
-        where = "dim 1 (channel_first=True)" if axis == 1 else "the last dimension"
+    cf = channel_first and z.ndim >= 3
+    if z.shape[1 if cf else -1] != dim:
+        where = "dim 1 (channel_first=True)" if cf else "the last dimension"
         raise ValueError(
             f"{name} expected {where} of size dim={dim}, got input of shape {tuple(z.shape)}"
         )
-    if check_finite and not torch.compiler.is_compiling() and not bool(torch.isfinite(z).all()):
+    if check_finite:
+        check_finite_values(z, name)
+
+
+def check_finite_values(z: Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``z`` holds NaN or infinities (one reduction and one
+    host read; skipped while a graph is captured)."""
+    if not graph_capture() and not bool(torch.isfinite(z).all()):
         raise ValueError(f"{name} input contains NaN or infinite values")
 
 
