@@ -104,6 +104,23 @@ class FSQTensors:
     basis_long: Tensor
 
 
+def constant_tensor(
+    values: tuple, dtype: torch.dtype, device: torch.device | str | None = None
+) -> Tensor:
+    """``torch.tensor(values, dtype=dtype)`` on ``device`` (CPU by default), cached by
+    value in eager mode and built afresh while a graph is captured, like
+    :meth:`FSQConstants.tensors`. ``values``: nested tuples of Python numbers."""
+    device = torch.device("cpu" if device is None else device)
+    if graph_capture():
+        return torch.tensor(values, dtype=dtype, device=device)
+    return _cached_constant(values, dtype, device)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_constant(values: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 def _build_tensors(c: FSQConstants, device: torch.device) -> FSQTensors:
     f32, i64 = torch.float32, torch.int64
     # The basis of a codebook beyond int64 is never used for indices; keep it finite.
