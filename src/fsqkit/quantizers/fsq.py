@@ -48,6 +48,8 @@ from fsqkit.quantizers.registry import register_quantizer
 
 # Refuse to materialise implicit codebooks larger than this many bytes.
 MAX_IMPLICIT_CODEBOOK_BYTES = 2**30
+# Indices are int64 at most: codebooks beyond this many codes have none.
+MAX_INDEXED_CODES = 2**63
 
 
 class FSQ(Quantizer):
@@ -80,6 +82,9 @@ class FSQ(Quantizer):
             (float32/bf16/fp16, no graph capture), else the reference path;
             ``False``: always the reference path; ``True``: like ``None`` but
             raise ``RuntimeError`` if the CPU kernel cannot be built.
+        return_indices: compute indices. ``False`` returns the quantized values only
+            (``indices`` is None); required for codebooks of more than ``2**63``
+            codes (e.g. ``[16] * 16``), whose indices do not fit int64.
 
     Forward: ``z`` of shape ``(..., C)`` (or channel-first) -> :class:`QuantizerOutput`
     with ``quantized`` of the same shape and dtype, ``indices`` of shape ``(...)``
@@ -100,6 +105,7 @@ class FSQ(Quantizer):
         passthrough: float = 0.0,
         check_finite: bool = True,
         fast: bool | None = None,
+        return_indices: bool = True,
     ) -> None:
         super().__init__()
         self.levels = validate_levels(levels, allow_two=symmetric)
@@ -127,6 +133,10 @@ class FSQ(Quantizer):
         self.constants = FSQConstants.build(self.levels, eps=eps, symmetric=symmetric)
         self.codebook_size = self.constants.codebook_size
         self.index_dtype = index_dtype(self.codebook_size)
+        self.return_indices = bool(return_indices)
+        if self.return_indices and self.codebook_size > MAX_INDEXED_CODES:
+            raise ValueError(self._no_indices_message() + "; pass return_indices=False to get "
+                             "the quantized values only (indices=None)")  # fmt: skip
 
         self.has_projections = self.dim != effective
         if self.has_projections:
@@ -217,19 +227,20 @@ class FSQ(Quantizer):
             zq = z.float().unflatten(-1, (self.num_codebooks, self.codebook_dim))  # (..., G, D)
             codes, digits = self.quantize_digits(zq)
             basis = self.constants.tensors(z.device).basis
-            indices = digits_to_indices(digits, basis, self.index_dtype)  # (..., G)
+            indices = None
+            if self.return_indices:
+                indices = digits_to_indices(digits, basis, self.index_dtype)  # (..., G)
+                indices = indices.squeeze(-1) if self.num_codebooks == 1 else indices
             codes = codes.flatten(-2)  # (..., G*D)
         if self.has_projections:
             codes = codes.to(self._proj_dtype())
         out = self.project_out(codes).to(orig_dtype)
-        if self.num_codebooks == 1:
-            indices = indices.squeeze(-1)
         return self._output(from_channel_last(out, self.channel_first), indices)
 
-    def _output(self, quantized: Tensor, indices: Tensor) -> QuantizerOutput:
+    def _output(self, quantized: Tensor, indices: Tensor | None) -> QuantizerOutput:
         return QuantizerOutput(
             quantized=quantized,
-            indices=indices,
+            indices=indices if self.return_indices else None,
             aux_loss=zero_loss(quantized),
             codebook_size=self.codebook_size,
         )
@@ -238,8 +249,16 @@ class FSQ(Quantizer):
         return self.project_out.weight.dtype  # type: ignore[union-attr]
 
     # ------------------------------------------------------ codes and indices
+    def _no_indices_message(self) -> str:
+        return (
+            f"FSQ levels {self.levels} have {self.codebook_size} codes (more than 2**63): "
+            f"their indices do not fit int64"
+        )
+
     def _check_indices(self, indices: Tensor) -> Tensor:
         """Validate ``indices``; returns them as ``(..., G)``."""
+        if self.codebook_size > MAX_INDEXED_CODES:
+            raise ValueError(self._no_indices_message())
         check_index_tensor(indices, self.codebook_size)
         if self.num_codebooks > 1 and (
             indices.ndim == 0 or indices.shape[-1] != self.num_codebooks
@@ -285,6 +304,8 @@ class FSQ(Quantizer):
         so codes stored in bf16/fp16 map back to their exact indices."""
         if not codes.is_floating_point():
             raise TypeError(f"codes must be a floating-point tensor, got dtype {codes.dtype}")
+        if self.codebook_size > MAX_INDEXED_CODES:
+            raise ValueError(self._no_indices_message())
         width = self.codebook_dim * self.num_codebooks
         if codes.shape[-1] != width:
             raise ValueError(

@@ -21,7 +21,8 @@ class QuantizerOutput:
         quantized: the quantized tensor, same shape, layout and dtype as the input
             ``z`` (after the output projection, if the quantizer has one). Gradients
             flow to ``z`` through the straight-through estimator.
-        indices: integer code indices. Shape is the input shape without its channel
+        indices: integer code indices (None from a quantizer built with
+            ``return_indices=False``). Shape is the input shape without its channel
             dimension, e.g. ``(B, H, W)`` for a ``(B, C, H, W)`` channel-first input
             or ``(B, N)`` for ``(B, N, D)``; quantizers with several codebooks or
             stages append a trailing dimension ``(..., num_codebooks)`` /
@@ -41,7 +42,7 @@ class QuantizerOutput:
     """
 
     quantized: Tensor
-    indices: Tensor
+    indices: Tensor | None
     aux_loss: Tensor
     losses: dict[str, Tensor] = field(default_factory=dict)
     codebook_size: int = 0
@@ -56,7 +57,9 @@ class QuantizerOutput:
         if self._stats is None:
             from fsqkit.quantizers.stats import batch_stats
 
-            base = batch_stats(self.indices, self.codebook_size) if self.codebook_size else {}
+            base = {}
+            if self.codebook_size and self.indices is not None:
+                base = batch_stats(self.indices, self.codebook_size)
             self._stats = {**base, **self.extra_stats}
         return self._stats
 
