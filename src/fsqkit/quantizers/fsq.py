@@ -32,6 +32,7 @@ from fsqkit.quantizers.fsq_math import (
     digits_to_indices,
     grid_value,
     indices_to_digits,
+    nan_to_zero_,
     round_grid,
 )
 from fsqkit.quantizers.layout import (
@@ -76,6 +77,7 @@ class FSQ(Quantizer):
             from the clean rounded value.
         check_finite: raise ``ValueError`` on NaN/inf inputs (one extra reduction;
             skipped while a graph is captured; fused into the fast path's kernel).
+            Unchecked NaN inputs give NaN codes and digit 0 (always valid indices).
         fast: the fused kernels (:mod:`fsqkit.quantizers._fsq_backends`): C on CPU,
             Triton on CUDA; same codes, indices and gradients as the reference
             path, bit for bit. ``None``: use them where they apply
@@ -153,13 +155,14 @@ class FSQ(Quantizer):
         Returns ``(codes, digits)``: ``codes`` float32 in ``[-1, 1]`` with the
         straight-through gradient (and training-time dither unless
         ``apply_dither=False``), ``digits`` the clean integer digits ``(..., D)``
-        in ``[0, L_i)`` as float32 (detached).
+        in ``[0, L_i)`` as float32 (detached); a NaN gets digit 0 unless ``forward``
+        has checked the input for NaN (``check_finite``, eager mode).
         """
         c = self.constants
         t = c.tensors(z.device)
         x = grid_value(z, c, t)  # (..., D)
         q = round_grid(x, c)
-        digits = clamped_digits(q.detach(), c, t)
+        digits = clamped_digits(q.detach(), c, t, nan_to_zero=not self._checks_finite())
         if apply_dither and self.training and (self.dither > 0 or self.passthrough > 0):
             q = self._dither(x, q)
         return codes_from_grid(q, c, t), digits
@@ -189,6 +192,11 @@ class FSQ(Quantizer):
         if self.check_finite and not checked:
             check_finite_values(z, "FSQ")
         return self._reference_forward(z)
+
+    def _checks_finite(self) -> bool:
+        """Whether what is quantized was checked for NaN (``forward`` checks its input,
+        in eager mode; a projection's output is not checked)."""
+        return self.check_finite and not self.has_projections and not graph_capture()
 
     def _may_fuse(self) -> bool:
         """Whether a fused kernel may run (the back-end decides whether one does)."""
@@ -318,7 +326,7 @@ class FSQ(Quantizer):
             digits = torch.round((c + 1.0) * (t.levels - 1) / 2.0)
         else:
             digits = torch.round(c * t.half_width) + t.half_width
-        digits = torch.minimum(digits.clamp_min(0), t.levels - 1)
+        digits = nan_to_zero_(torch.minimum(digits.clamp_min(0), t.levels - 1))
         indices = digits_to_indices(digits, t.basis, self.index_dtype)
         return indices.squeeze(-1) if self.num_codebooks == 1 else indices
 

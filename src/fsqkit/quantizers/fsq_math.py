@@ -16,7 +16,8 @@ Symmetric variant (arXiv 2411.19842, section 3.2):
     codes  = 2 * digits / (L - 1) - 1
 
 Rounding is half to even (``torch.round``). Digits are clamped to ``[0, L - 1]``
-(a no-op for finite inputs).
+(a no-op for finite inputs) and a NaN input gets digit 0, so indices are always
+in range; its code stays NaN.
 """
 
 from __future__ import annotations
@@ -172,13 +173,22 @@ def round_grid(x: Tensor, c: FSQConstants) -> Tensor:
     return round_ste(x)
 
 
-def clamped_digits(rounded: Tensor, c: FSQConstants, t: FSQTensors) -> Tensor:
+def clamped_digits(rounded: Tensor, c: FSQConstants, t: FSQTensors, nan_to_zero: bool) -> Tensor:
     """Integer digits in ``[0, L)`` (float32) of the rounded grid value.
 
     The clamp is a no-op for finite inputs (the bound keeps the value inside the
-    grid); it guarantees in-range indices whatever float rounding does."""
+    grid); it guarantees in-range indices whatever float rounding does. With
+    ``nan_to_zero`` a NaN gets digit 0 (one more operation, needed only where
+    the input was not checked for NaN)."""
     digits = rounded if c.symmetric else rounded + t.half_width
-    return torch.minimum(digits.clamp_min(0), t.levels - 1)
+    digits = torch.minimum(digits.clamp_min(0), t.levels - 1)
+    return nan_to_zero_(digits) if nan_to_zero else digits
+
+
+def nan_to_zero_(digits: Tensor) -> Tensor:
+    """``digits`` with NaN replaced by 0 (the lowest level): a NaN input must not
+    become index ``-2**31`` when converted to an integer."""
+    return torch.where(torch.isnan(digits), 0.0, digits)
 
 
 def codes_from_grid(q: Tensor, c: FSQConstants, t: FSQTensors) -> Tensor:
@@ -188,11 +198,13 @@ def codes_from_grid(q: Tensor, c: FSQConstants, t: FSQTensors) -> Tensor:
     return q / t.half_width
 
 
-def reference_quantize(z: Tensor, c: FSQConstants, t: FSQTensors) -> tuple[Tensor, Tensor]:
+def reference_quantize(
+    z: Tensor, c: FSQConstants, t: FSQTensors, nan_to_zero: bool = True
+) -> tuple[Tensor, Tensor]:
     """The reference path on float32 ``z (..., D)``: ``(codes, digits)``, codes with
     the straight-through gradient, digits float32 in ``[0, L)`` (detached)."""
     q = round_grid(grid_value(z, c, t), c)
-    return codes_from_grid(q, c, t), clamped_digits(q.detach(), c, t)
+    return codes_from_grid(q, c, t), clamped_digits(q.detach(), c, t, nan_to_zero)
 
 
 def digits_to_codes(digits: Tensor, c: FSQConstants, t: FSQTensors) -> Tensor:

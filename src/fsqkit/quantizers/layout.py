@@ -52,12 +52,18 @@ def check_finite_values(z: Tensor, name: str) -> None:
 
 
 def check_index_tensor(indices: Tensor, size: int, name: str = "indices") -> None:
-    """Raise if ``indices`` is not an integer tensor with values in ``[0, size)``."""
+    """Raise if ``indices`` is not an integer tensor with values in ``[0, size)``.
+
+    The range check reads the minimum and maximum back to the host: it runs in
+    eager mode and is skipped while a graph is captured (``torch.compile``,
+    ``torch.export``, tracing, ONNX export), where it would be a data-dependent
+    branch. Decoding stays memory-safe without it: FSQ's digits are taken modulo
+    the levels, and an embedding lookup checks its own bounds."""
     if not isinstance(indices, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(indices).__name__}")
     if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor, got dtype {indices.dtype}")
-    if indices.numel():
+    if indices.numel() and not graph_capture():
         lo, hi = int(indices.min()), int(indices.max())
         if lo < 0 or hi >= size:
             raise ValueError(

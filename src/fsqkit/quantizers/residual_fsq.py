@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from fsqkit.quantizers.base import Quantizer
+from fsqkit.quantizers.capture import graph_capture
 from fsqkit.quantizers.fsq_math import (
     FSQConstants,
     bound,
@@ -41,6 +42,7 @@ from fsqkit.quantizers.fsq_math import (
     digits_to_indices,
     grid_value,
     indices_to_digits,
+    nan_to_zero_,
     scaled_digits_symmetric,
 )
 from fsqkit.quantizers.layout import (
@@ -184,7 +186,12 @@ class ResidualFSQ(Quantizer):
         """FSQ's integer digits ``(..., D)`` (float32, in ``[0, L)``) of ``z``."""
         c = self.constants
         t = c.tensors(z.device)
-        return clamped_digits(torch.round(grid_value(z, c, t)), c, t)
+        return clamped_digits(torch.round(grid_value(z, c, t)), c, t, not self._checks_finite())
+
+    def _checks_finite(self) -> bool:
+        """Whether what is quantized was checked for NaN (``forward`` checks its input,
+        in eager mode; a projection's output is not checked)."""
+        return self.check_finite and not self.has_projections and not graph_capture()
 
     def _fine_codes(self, digits: Tensor, radius: Tensor, levels: Tensor) -> Tensor:
         return radius * (digits * (2.0 / (levels - 1)) - 1.0)
@@ -222,6 +229,7 @@ class ResidualFSQ(Quantizer):
                 r = x.detach() - total  # (..., D)
                 u = (r / radius[s] + 1.0) * ((t.levels - 1) / 2)
                 m = torch.minimum(torch.round(u).clamp_min(0), t.levels - 1)
+                m = m if self._checks_finite() else nan_to_zero_(m)
                 all_digits.append(m)
                 stage_codes.append(self._fine_codes(m, radius[s], t.levels))
                 total = total + stage_codes[-1]

@@ -176,8 +176,8 @@ def _quantize(z, shift, b, offset, h, r, lm1, MODE: tl.constexpr):
     asymmetric: ``x = tanh(z + shift) * half_l - offset``, ``q = x + (rint(x) - x)``,
     ``code = q / h`` (``q * (1/h)`` when ``h`` is a power of two: the same value),
     ``digit = rint(x) + h``; symmetric: ``x = ((L-1) * (tanh(z) + 1)) / 2``,
-    ``code = q * scale - 1``, ``digit = rint(x)``; digits clamped to ``[0, L-1]``
-    (NaN stays NaN, as torch's clamp)."""
+    ``code = q * scale - 1``, ``digit = rint(x)``; digits clamped to ``[0, L-1]``,
+    NaN to 0 (as ``fsq_math.clamped_digits``)."""
     t = _tanh(_add(z, shift))
     if MODE == 2:
         x = _div(_mul(lm1, _add(t, 1.0)), 2.0)
@@ -195,7 +195,7 @@ def _quantize(z, shift, b, offset, h, r, lm1, MODE: tl.constexpr):
         code = _div(q, h)
         digit = _add(rounded, h)
     clamped = tl.minimum(tl.maximum(digit, 0.0), lm1)
-    return code, tl.where(digit == digit, clamped, digit)
+    return code, tl.where(digit == digit, clamped, 0.0)
 
 
 @triton.jit
