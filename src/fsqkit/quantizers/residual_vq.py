@@ -38,7 +38,9 @@ class ResidualVQ(Quantizer):
         num_stages: ``S`` >= 1.
         codebook_dim: code dimension ``D``; projections ``C <-> D`` when it differs.
         channel_first: inputs with >= 3 dims carry channels at dim 1.
-        quantize_dropout, quantize_dropout_min_stages: as in :class:`ResidualFSQ`.
+        quantize_dropout, quantize_dropout_min_stages: as in
+            :class:`~fsqkit.ResidualFSQ`.
+        check_finite: raise on NaN/inf inputs (checked once, not per stage).
         **vq_kwargs: passed to every stage's :class:`VectorQuantizer` (e.g.
             ``learning``, ``kmeans_init``, ``reseed_dead``, ``commitment_weight``).
 
@@ -55,6 +57,7 @@ class ResidualVQ(Quantizer):
         channel_first: bool = False,
         quantize_dropout: float = 0.0,
         quantize_dropout_min_stages: int = 1,
+        check_finite: bool = True,
         **vq_kwargs: object,
     ) -> None:
         super().__init__()
@@ -67,10 +70,17 @@ class ResidualVQ(Quantizer):
             quantize_dropout, quantize_dropout_min_stages, self.num_stages
         )
         self.channel_first = bool(channel_first)
+        self.check_finite = bool(check_finite)
         self.quantize_dropout_min_stages = quantize_dropout_min_stages
         base_seed = int(vq_kwargs.pop("seed", 0))  # type: ignore[call-overload]
         self.stages = nn.ModuleList(
-            VectorQuantizer(self.codebook_dim, codebook_size, seed=base_seed + s, **vq_kwargs)  # type: ignore[arg-type]
+            VectorQuantizer(
+                self.codebook_dim,
+                codebook_size,
+                seed=base_seed + s,
+                check_finite=False,
+                **vq_kwargs,  # type: ignore[arg-type]
+            )
             for s in range(self.num_stages)
         )
         self.codebook_size = self.stages[0].codebook_size
@@ -83,7 +93,7 @@ class ResidualVQ(Quantizer):
             self.project_out = nn.Identity()
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_input(z, self.dim, self.channel_first, "ResidualVQ")
+        check_input(z, self.dim, self.channel_first, "ResidualVQ", self.check_finite)
         orig_dtype = z.dtype
         z = to_channel_last(z, self.channel_first)
         h = self.project_in(z).float()  # (..., D), residuals kept in float32
@@ -91,7 +101,7 @@ class ResidualVQ(Quantizer):
         stage_codes: list[Tensor] = []
         indices: list[Tensor] = []
         losses: dict[str, Tensor] = {}
-        dead = 0.0
+        dead: float | Tensor = 0.0
         for stage in self.stages:
             o = stage(residual)
             codes = o.quantized.detach()  # value == the selected codes
