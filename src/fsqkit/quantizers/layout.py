@@ -14,13 +14,21 @@ from fsqkit.quantizers.capture import graph_capture
 
 
 def to_channel_last(z: Tensor, channel_first: bool) -> Tensor:
-    """``(B, C, ...) -> (B, ..., C)`` when channel-first, else ``z`` unchanged."""
-    return z.movedim(1, -1) if (channel_first and z.ndim >= 3) else z
+    """``(B, C, ...) -> (B, ..., C)`` when channel-first, else ``z`` unchanged.
+
+    An explicit permutation of non-negative dimensions: ``movedim(1, -1)`` is
+    exported to ONNX as ``Transpose`` with a negative entry, which ONNX Runtime
+    rejects."""
+    if not (channel_first and z.ndim >= 3):
+        return z
+    return z.permute(0, *range(2, z.ndim), 1)
 
 
 def from_channel_last(z: Tensor, channel_first: bool) -> Tensor:
     """Inverse of :func:`to_channel_last`."""
-    return z.movedim(-1, 1) if (channel_first and z.ndim >= 3) else z
+    if not (channel_first and z.ndim >= 3):
+        return z
+    return z.permute(0, z.ndim - 1, *range(1, z.ndim - 1))
 
 
 def check_input(
