@@ -87,6 +87,11 @@ class FSQ(Quantizer):
         return_indices: compute indices. ``False`` returns the quantized values only
             (``indices`` is None); required for codebooks of more than ``2**63``
             codes (e.g. ``[16] * 16``), whose indices do not fit int64.
+        bound: ``"paper"`` (the paper's ``half_l = (L - 1)(1 - eps) / 2``) or
+            ``"vq-pytorch"``: vector-quantize-pytorch's bins, bit for bit (its
+            ``(1 + eps)`` bound, float32-derived constants, and ``floor(x + 0.5)``
+            in the symmetric variant), so a model trained with it keeps its tokens.
+            See :mod:`fsqkit.quantizers.fsq_math`.
 
     Forward: ``z`` of shape ``(..., C)`` (or channel-first) -> :class:`QuantizerOutput`
     with ``quantized`` of the same shape and dtype, ``indices`` of shape ``(...)``
@@ -108,6 +113,7 @@ class FSQ(Quantizer):
         check_finite: bool = True,
         fast: bool | None = None,
         return_indices: bool = True,
+        bound: str = "paper",
     ) -> None:
         super().__init__()
         self.levels = validate_levels(levels, allow_two=symmetric)
@@ -132,7 +138,8 @@ class FSQ(Quantizer):
             raise TypeError(f"fast must be True, False or None, got {fast!r}")
         self.fast = fast
         # Python constants: module casts (.half(), .to(dtype)) cannot change them.
-        self.constants = FSQConstants.build(self.levels, eps=eps, symmetric=symmetric)
+        self.constants = FSQConstants.build(self.levels, eps=eps, symmetric=symmetric, bound=bound)
+        self.bound = bound
         self.codebook_size = self.constants.codebook_size
         self.index_dtype = index_dtype(self.codebook_size)
         self.return_indices = bool(return_indices)
@@ -356,6 +363,8 @@ class FSQ(Quantizer):
             parts.append("channel_first=True")
         if self.symmetric:
             parts.append("symmetric=True")
+        if self.bound != "paper":
+            parts.append(f"bound={self.bound!r}")
         return ", ".join(parts)
 
 

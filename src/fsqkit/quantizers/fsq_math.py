@@ -5,7 +5,7 @@ Dimension legend: ``N`` positions, ``D = len(levels)`` FSQ dimensions.
 All functions expect float32 ``z`` of shape ``(..., D)``; the :class:`~fsqkit.FSQ`
 module takes care of dtype, layout, projections and codebooks.
 
-Paper (arXiv 2309.15505) and its official notebook:
+Paper (arXiv 2309.15505) and its official notebook (``bound="paper"``):
     half_l = (L - 1) * (1 - eps) / 2
     offset = 0.5 if L is even else 0
     shift  = arctanh(offset / half_l)
@@ -14,8 +14,11 @@ Paper (arXiv 2309.15505) and its official notebook:
 Symmetric variant (arXiv 2411.19842, section 3.2):
     digits = round_ste((L - 1) * (tanh(z) + 1) / 2)
     codes  = 2 * digits / (L - 1) - 1
+``bound="vq-pytorch"`` reproduces vector-quantize-pytorch's bins: ``half_l =
+(L - 1) * (1 + eps) / 2`` with every constant derived in float32 as it does, and
+in the symmetric variant ``floor(x + 0.5)`` instead of rounding half to even.
 
-Rounding is half to even (``torch.round``). Digits are clamped to ``[0, L - 1]``
+Rounding is otherwise half to even (``torch.round``). Digits are clamped to ``[0, L - 1]``
 (a no-op for finite inputs) and a NaN input gets digit 0, so indices are always
 in range; its code stays NaN.
 """
@@ -32,6 +35,8 @@ from torch import Tensor
 
 from fsqkit.quantizers.capture import graph_capture
 from fsqkit.quantizers.output import index_dtype
+
+BOUNDS = ("paper", "vq-pytorch")
 
 
 @dataclass(frozen=True)
@@ -50,15 +55,28 @@ class FSQConstants:
     basis: tuple[int, ...]
     symmetric: bool
     eps: float = 1e-3
+    bound: str = "paper"
 
     @staticmethod
-    def build(levels: Sequence[int], eps: float = 1e-3, symmetric: bool = False) -> FSQConstants:
-        """Constants of ``levels``: float64 formulas, rounded once to float32 when
-        turned into tensors."""
+    def build(
+        levels: Sequence[int], eps: float = 1e-3, symmetric: bool = False, bound: str = "paper"
+    ) -> FSQConstants:
+        """Constants of ``levels``: float64 formulas rounded once to float32 for
+        ``bound="paper"``; vector-quantize-pytorch's float32 torch operations for
+        ``bound="vq-pytorch"`` (so its bins are reproduced bit for bit)."""
+        if bound not in BOUNDS:
+            raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
         levels = tuple(int(v) for v in levels)
         offset = tuple(0.5 if v % 2 == 0 else 0.0 for v in levels)
-        half_l = tuple((v - 1) * (1 - eps) / 2 for v in levels)
-        shift = tuple(0.0 if symmetric else math.atanh(o / h) for o, h in zip(offset, half_l))
+        if bound == "paper":
+            half_l = tuple((v - 1) * (1 - eps) / 2 for v in levels)
+            shift = tuple(0.0 if symmetric else math.atanh(o / h) for o, h in zip(offset, half_l))
+        else:
+            lv = torch.tensor(levels, dtype=torch.int32)
+            half_l_t = (lv - 1) * (1 + eps) / 2
+            shift_t = torch.atanh(torch.tensor(offset) / half_l_t)
+            half_l = tuple(half_l_t.tolist())
+            shift = tuple(0.0 if symmetric else s for s in shift_t.tolist())
         basis = [1]
         for v in levels[:-1]:
             basis.append(basis[-1] * v)
@@ -71,12 +89,19 @@ class FSQConstants:
             basis=tuple(basis),
             symmetric=symmetric,
             eps=float(eps),
+            bound=bound,
         )
 
     @property
     def codebook_size(self) -> int:
         """``prod(levels)`` as an exact Python int."""
         return math.prod(self.levels)
+
+    @property
+    def floor_half(self) -> bool:
+        """Whether digits round as ``floor(x + 0.5)`` (vector-quantize-pytorch's
+        symmetric variant) instead of half to even."""
+        return self.symmetric and self.bound == "vq-pytorch"
 
     def tensors(self, device: torch.device | str | None = None) -> FSQTensors:
         """The constants as tensors on ``device`` (CPU by default): cached by value
@@ -149,6 +174,13 @@ def round_ste(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def floor_half_ste(x: Tensor) -> Tensor:
+    """``floor(x + 0.5)`` with identity gradient (vector-quantize-pytorch's
+    symmetric rounding)."""
+    b = x + 0.5
+    return b + (torch.floor(b) - b).detach()
+
+
 def bound(z: Tensor, half_l: Tensor, offset: Tensor, shift: Tensor) -> Tensor:
     """The paper's ``bound``: ``tanh(z + shift) * half_l - offset``. Shapes ``(..., D)``
     with ``(D,)`` constants."""
@@ -170,7 +202,7 @@ def grid_value(z: Tensor, c: FSQConstants, t: FSQTensors) -> Tensor:
 
 def round_grid(x: Tensor, c: FSQConstants) -> Tensor:
     """:func:`grid_value` rounded to the grid, straight-through."""
-    return round_ste(x)
+    return floor_half_ste(x) if c.floor_half else round_ste(x)
 
 
 def clamped_digits(rounded: Tensor, c: FSQConstants, t: FSQTensors, nan_to_zero: bool) -> Tensor:

@@ -23,7 +23,9 @@ computed the kernel calls torch's own primitive and repeats the reference's
 float32 operations in the same order (see ``fsq_cpu.h``).
 
 Not handled here (the reference path runs): more than ``MAX_CHANNELS``
-channels, and machines where the kernel cannot be built (one log line says why).
+channels, ``floor(x + 0.5)`` rounding (vector-quantize-pytorch's symmetric bins)
+without bin edges (the tanh mode rounds half to even), and machines where the
+kernel cannot be built (one log line says why).
 """
 
 from __future__ import annotations
@@ -107,8 +109,10 @@ _cached_spec = functools.lru_cache(maxsize=64)(CpuSpec)
 
 def cpu_spec(
     c: FSQConstants, x: Tensor, geometry: Geometry, out_dtype: torch.dtype, check: bool
-) -> CpuSpec:
-    """The spec for ``x`` (cached by value); the kernel always reports NaN/inf."""
+) -> CpuSpec | None:
+    """The spec for ``x`` (cached by value; None where the kernel cannot reproduce
+    the reference); the kernel always reports NaN/inf."""
     kernel = get_cpu_kernel()
     assert kernel is not None
-    return _cached_spec(kernel, c, geometry, out_dtype, USE_BIN_EDGES)
+    spec = _cached_spec(kernel, c, geometry, out_dtype, USE_BIN_EDGES)
+    return None if (spec.edges is None and c.floor_half) else spec

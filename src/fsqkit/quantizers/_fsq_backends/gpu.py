@@ -200,8 +200,9 @@ def gpu_spec(
 
 
 def gpu_path_applies(z: object, c: FSQConstants) -> bool:
-    """Cheap checks first; the Triton import and the probe run once."""
-    return eligible(z, c, "cuda") and triton_kernels() is not None
+    """Cheap checks first; the Triton import and the probe run once. The kernels
+    round half to even: ``floor(x + 0.5)`` rounding takes the reference path."""
+    return eligible(z, c, "cuda") and not c.floor_half and triton_kernels() is not None
 
 
 def probe(device: torch.device) -> bool | None:
