@@ -97,6 +97,18 @@ class FSQ(Quantizer):
     with ``quantized`` of the same shape and dtype, ``indices`` of shape ``(...)``
     (``(..., G)`` when ``G > 1``), and a zero ``aux_loss``. Quantization runs in
     float32 with autocast disabled, so indices are exact for bf16/fp16 inputs.
+
+    Example::
+
+        >>> import torch
+        >>> from fsqkit import FSQ
+        >>> fsq = FSQ([8, 5, 5, 5], dim=16, channel_first=True)  # 1000 codes
+        >>> out = fsq(torch.randn(2, 16, 8, 8))
+        >>> out.quantized.shape, out.indices.shape, out.indices.dtype
+        (torch.Size([2, 16, 8, 8]), torch.Size([2, 8, 8]), torch.int32)
+        >>> torch.equal(fsq.eval().indices_to_codes(out.indices), out.quantized)
+        True
+        >>> quantized, indices, aux_loss = fsq(torch.randn(2, 16, 8, 8))  # unpacks too
     """
 
     def __init__(

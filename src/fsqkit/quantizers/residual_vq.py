@@ -46,6 +46,19 @@ class ResidualVQ(Quantizer):
 
     Forward: ``indices`` ``(..., S)`` int32; ``aux_loss`` and each ``losses`` entry are
     summed over stages; ``extra_stats["dead_codes"]`` is the total over stages.
+
+    Example::
+
+        >>> import torch
+        >>> from fsqkit import ResidualVQ
+        >>> rvq = ResidualVQ(64, 256, num_stages=4, codebook_dim=8, kmeans_init=True)
+        >>> out = rvq(torch.randn(8, 64, 64))  # training: every stage is initialised
+        >>> out.indices.shape
+        torch.Size([8, 64, 4])
+        >>> rvq = rvq.eval()
+        >>> idx = rvq(torch.randn(2, 64)).indices
+        >>> rvq.indices_to_codes(idx, num_stages=2).shape  # a coarser reconstruction
+        torch.Size([2, 64])
     """
 
     def __init__(
@@ -93,6 +106,8 @@ class ResidualVQ(Quantizer):
             self.project_out = nn.Identity()
 
     def forward(self, z: Tensor) -> QuantizerOutput:
+        """Quantize ``z`` ``(..., C)`` (channel-first ``(B, C, ...)`` with
+        ``channel_first``) stage by stage: see the class docstring for the output."""
         check_input(z, self.dim, self.channel_first, "ResidualVQ", self.check_finite)
         orig_dtype = z.dtype
         z = to_channel_last(z, self.channel_first)

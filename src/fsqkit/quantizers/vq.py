@@ -114,6 +114,20 @@ class VectorQuantizer(Quantizer):
 
     Presets: :meth:`plain` (no tricks), :meth:`with_tricks` (k-means init +
     reseeding, or splitting), :meth:`maskgit` (MaskGIT's VQGAN quantizer).
+
+    Example::
+
+        >>> import torch
+        >>> from fsqkit import VectorQuantizer
+        >>> vq = VectorQuantizer.with_tricks(64, 512, codebook_dim=8)
+        >>> out = vq(torch.randn(4, 100, 64))  # training mode: k-means init, EMA update
+        >>> out.indices.shape, sorted(out.losses)
+        (torch.Size([4, 100]), ['codebook', 'commitment', 'entropy'])
+        >>> loss = out.aux_loss  # add to the model's loss
+        >>> vq = vq.eval()
+        >>> z = torch.randn(4, 100, 64)
+        >>> torch.equal(vq.indices_to_codes(vq(z).indices), vq(z).quantized)
+        True
     """
 
     def __init__(
@@ -326,6 +340,9 @@ class VectorQuantizer(Quantizer):
 
     # ------------------------------------------------------------------ forward
     def forward(self, z: Tensor) -> QuantizerOutput:
+        """Quantize ``z`` ``(..., C)`` (channel-first ``(B, C, ...)`` with
+        ``channel_first``); in training mode also maintain and update the codebook
+        (module docstring). See the class docstring for the output."""
         check_input(z, self.dim, self.channel_first, "VectorQuantizer", self.check_finite)
         orig_dtype = z.dtype
         z = to_channel_last(z, self.channel_first)
