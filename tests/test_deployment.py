@@ -202,7 +202,7 @@ PLAIN = {
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("name", NAMES)
 def test_autocast(name: str, dtype: torch.dtype) -> None:
     """Under autocast, quantization (and VQ's distance search) stays float32: the
