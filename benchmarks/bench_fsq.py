@@ -2,7 +2,7 @@
 vector-quantize-pytorch's FSQ vs one ``torch.tanh`` pass (the floor: tanh is the
 one transcendental FSQ must compute), all measured in the same run.
 
-    python benchmarks/bench_fsq.py                 # CPU, the issue's shapes
+    python benchmarks/bench_fsq.py                 # CPU: (2^20, 4) and (64, 4, 64, 64)
     python benchmarks/bench_fsq.py --device cuda   # also prints achieved GB/s
     python benchmarks/bench_fsq.py --quick         # tiny shapes, smoke test
 
@@ -35,7 +35,7 @@ LEVELS = [8, 5, 5, 5]
 SHAPES = {
     "full": [("(2^20, 4)", (2**20, 4), False), ("(64, 4, 64, 64)", (64, 4, 64, 64), True)],
     "quick": [("(4096, 4)", (4096, 4), False), ("(2, 4, 16, 16)", (2, 4, 16, 16), True)],
-    # GPU: the issue's shapes, then sizes far beyond the L2 cache for the roofline
+    # GPU: the CPU shapes, then sizes far beyond the L2 cache for the roofline
     "gpu": [
         ("(2^20, 4)", (2**20, 4), False),
         ("(64, 4, 64, 64)", (64, 4, 64, 64), True),
@@ -301,13 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     memory = "glibc malloc defaults"
     if not args.system_malloc and args.device == "cpu":
         memory = "freed memory kept (mallopt)" if keep_freed_memory() else memory
-    from fsqkit.quantizers.kernels.build import get_cpu_kernel
+    from fsqkit.quantizers._fsq_backends.build import get_cpu_kernel
 
     if args.device == "cpu":
         kernel = get_cpu_kernel()
         path = f"fused CPU kernel: {f'yes (tanh = {kernel.tanh_name})' if kernel else 'no'}"
     else:
-        from fsqkit.quantizers.fsq_gpu import triton_kernels
+        from fsqkit.quantizers._fsq_backends.gpu import triton_kernels
 
         name = torch.cuda.get_device_name(torch.device(args.device))
         path = f"GPU {name}, Triton kernels: {'yes' if triton_kernels() else 'no'}"

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from fsqkit.quantizers.kernels.build import get_cpu_kernel
+from fsqkit.quantizers._fsq_backends.build import get_cpu_kernel
 
 BAND = 0.03  # AMBIGUOUS in fsq_cpu_tanh.c
 

@@ -26,8 +26,8 @@ python3 -c "
 import logging, torch  # INFO names the check that fails
 logging.basicConfig(level=logging.INFO)
 from fsqkit import FSQ
-from fsqkit.quantizers.fsq_edges import compute_bin_edges
+from fsqkit.quantizers._fsq_backends.edges import compute_bin_edges
 for sym in (False, True):
-    f = FSQ([8, 5, 5, 5], symmetric=sym).cuda()
-    print('cuda bin edges, symmetric', sym, ':', compute_bin_edges(f, torch.device('cuda')) is not None)
+    c = FSQ([8, 5, 5, 5], symmetric=sym).constants
+    print('cuda bin edges, symmetric', sym, ':', compute_bin_edges(c, torch.device('cuda')) is not None)
 " 2>&1 | tail -4

@@ -1,6 +1,6 @@
 """Tuning aid for the Triton FSQ kernels (GPU only): achieved GB/s of the forward
 and backward kernels (2-D tiles of several sizes and warp counts, and the opt-in
-1-D row programs, ``fsq_gpu.ROW_KERNELS``), next to plain
+1-D row programs, ``gpu.ROW_KERNELS``), next to plain
 Triton streaming kernels that bound what the layout can reach, and the fixed
 per-call cost of the module. Kernel times: CUDA events around back-to-back
 calls (see :func:`bench`).
@@ -18,8 +18,8 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from fsqkit import FSQ
-from fsqkit.quantizers import fsq_gpu
-from fsqkit.quantizers.fsq_fused import layout
+from fsqkit.quantizers._fsq_backends import gpu as fsq_gpu
+from fsqkit.quantizers._fsq_backends.fused import layout
 
 
 @triton.jit
@@ -82,7 +82,7 @@ def main() -> None:
                 t = bench(partial(launch, z, g, out, n, BLOCK=block, TANH=tanh))
                 kind = "1-D stream +tanh" if tanh else "1-D stream"
                 report(f"{label} {kind} {block}", 12 * n / t / 1e9, copy)
-        x, geometry, _ = layout(f, z)
+        x, geometry, _ = layout(z, f.channel_first)
         fma = fsq_gpu.probe(dev)
         configs = [("tiles", 4096, 8), ("rows", 1024, 4), ("tiles", 1024, 4), ("rows", 2048, 4),
                    ("tiles", 2048, 4), ("rows", 512, 4), ("tiles", 8192, 8)]  # fmt: skip
@@ -90,7 +90,7 @@ def main() -> None:
             fsq_gpu.ROW_KERNELS = kind == "rows"
             fsq_gpu.ROW_BLOCK = size
             fsq_gpu.TILE_ELEMENTS, fsq_gpu.NUM_WARPS = size, warps
-            spec = fsq_gpu.GpuSpec(f, dev, geometry, bool(fma))
+            spec = fsq_gpu.GpuSpec(f.constants, dev, geometry, bool(fma))
             tf = bench(partial(spec.forward, x, torch.float32))
             tb = bench(partial(spec.backward, g, x, torch.float32))
             name = f"{kind} {size}" + (f" warps {warps}" if kind == "tiles" else "")

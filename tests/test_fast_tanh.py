@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fsqkit.quantizers.kernels import build
+from fsqkit.quantizers._fsq_backends import build
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "check_fast_tanh.py"
 

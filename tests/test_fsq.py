@@ -193,3 +193,31 @@ def test_dither_never_corrupts_indices() -> None:
     assert ((out.quantized - clean.quantized).abs() <= step + 1e-6).all()
     # Eval mode: no dither.
     assert torch.equal(fsq.eval()(z).quantized, clean.quantized)
+
+
+def test_codebooks_beyond_int64_need_return_indices_false() -> None:
+    """[16] * 16 has 2**64 codes: int64 indices would wrap. Refuse them, and let users
+    who only need the quantized values have those."""
+    with pytest.raises(ValueError, match=r"do not fit int64.*return_indices=False"):
+        FSQ([16] * 16)
+    huge = FSQ([16] * 16, return_indices=False)
+    z = torch.randn(100, 16) * 2
+    out = huge(z)
+    assert out.indices is None and out.stats == {}
+    quantized, indices, _ = out
+    assert indices is None
+    # the values are FSQ's: each dimension is [16]'s code of its own input
+    one = FSQ([16])
+    assert torch.equal(quantized, torch.cat([one(z[:, d : d + 1]).quantized for d in range(16)], 1))
+    with pytest.raises(ValueError, match="do not fit int64"):
+        huge.indices_to_codes(torch.zeros(3, dtype=torch.int64))
+
+
+def test_return_indices_false_gives_the_same_values() -> None:
+    for fast in (None, False):
+        plain = FSQ([8, 5, 5, 5], fast=fast)
+        values_only = FSQ([8, 5, 5, 5], fast=fast, return_indices=False)
+        z = torch.randn(2048, 4) * 2
+        out = values_only(z)
+        assert out.indices is None
+        assert torch.equal(out.quantized, plain(z).quantized)

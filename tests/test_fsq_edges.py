@@ -1,4 +1,4 @@
-"""Exact bin edges of the reference pipeline (fsqkit.quantizers.fsq_edges): the
+"""Exact bin edges of the reference pipeline (fsqkit.quantizers._fsq_backends.edges): the
 digit counted against the edges equals the reference's digit on every float
 tried, and a non-monotone tanh is detected rather than trusted."""
 
@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from fsqkit import FSQ
-from fsqkit.quantizers import fsq_edges
-from fsqkit.quantizers.fsq_edges import bin_edges, codes_from_digits, compute_bin_edges
+from fsqkit.quantizers._fsq_backends import edges as fsq_edges
+from fsqkit.quantizers._fsq_backends.edges import bin_edges, codes_from_digits, compute_bin_edges
+from fsqkit.quantizers.fsq_math import FSQConstants
 
 CPU = torch.device("cpu")
 
@@ -43,7 +44,7 @@ def floats_around(values: torch.Tensor, radius: int) -> torch.Tensor:
 )
 def test_counted_digits_equal_the_reference(levels, symmetric, eps) -> None:
     fsq = FSQ(levels, symmetric=symmetric, eps=eps, fast=False)
-    found = compute_bin_edges(fsq, CPU)
+    found = compute_bin_edges(fsq.constants, CPU)
     assert found is not None
     edges = found.edges  # (D, K)
     assert edges.shape == (len(levels), max(levels) - 1)
@@ -60,25 +61,26 @@ def test_counted_digits_equal_the_reference(levels, symmetric, eps) -> None:
     assert torch.equal(counted_digits(edges, z), digits)
     with torch.no_grad():
         codes = fsq.quantize_digits(z, apply_dither=False)[0]
-    assert torch.equal(codes_from_digits(fsq, digits).view(torch.int32), codes.view(torch.int32))
+    formula = codes_from_digits(fsq.constants, digits)
+    assert torch.equal(formula.view(torch.int32), codes.view(torch.int32))
 
 
 def test_infinities_count_like_the_reference() -> None:
     fsq = FSQ([8, 5, 3], fast=False)
-    edges = compute_bin_edges(fsq, CPU).edges
+    edges = compute_bin_edges(fsq.constants, CPU).edges
     z = torch.tensor([[float("inf")] * 3, [float("-inf")] * 3])
     assert torch.equal(counted_digits(edges, z), reference_digits(fsq, z))
 
 
 def test_levels_above_64_have_no_edges() -> None:
-    assert compute_bin_edges(FSQ([65, 3], fast=False), CPU) is None
+    assert compute_bin_edges(FSQConstants.build([65, 3]), CPU) is None
 
 
 def test_a_non_monotone_tanh_is_detected(monkeypatch, caplog) -> None:
     """A tanh that steps back near one edge must make the edges unavailable."""
     fsq = FSQ([8, 5, 5, 5], fast=False)
-    edge = compute_bin_edges(fsq, CPU).edges[0, 2].item()
-    u0 = edge + fsq._shift[0].item()  # where tanh is evaluated at that edge
+    edge = compute_bin_edges(fsq.constants, CPU).edges[0, 2].item()
+    u0 = edge + fsq.constants.tensors().shift[0].item()  # where tanh is evaluated at that edge
     real_tanh = torch.tanh
 
     def bumpy_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -89,15 +91,13 @@ def test_a_non_monotone_tanh_is_detected(monkeypatch, caplog) -> None:
 
     monkeypatch.setattr(torch, "tanh", bumpy_tanh)
     with caplog.at_level("INFO", logger="fsqkit.fast"):
-        assert compute_bin_edges(fsq, CPU) is None
+        assert compute_bin_edges(fsq.constants, CPU) is None
     assert any("no bin edges" in r.getMessage() for r in caplog.records)
 
 
-def test_cache_follows_the_module_state() -> None:
-    fsq = FSQ([8, 5, 5, 5], fast=False)
-    first = bin_edges(fsq, CPU)
-    assert bin_edges(fsq, CPU) is first  # cached
-    fsq._shift.add_(0.01)  # a constant changes (as load_state_dict or .to() would)
-    second = bin_edges(fsq, CPU)
-    assert second is not first
-    assert not torch.equal(second.edges.nan_to_num(), first.edges.nan_to_num())
+def test_cache_is_keyed_by_the_constants_value() -> None:
+    first = bin_edges(FSQ([8, 5, 5, 5]).constants, CPU)
+    assert bin_edges(FSQ([8, 5, 5, 5]).constants, CPU) is first  # equal constants share
+    other = bin_edges(FSQ([8, 5, 5, 5], eps=0.01).constants, CPU)
+    assert other is not first
+    assert not torch.equal(other.edges.nan_to_num(), first.edges.nan_to_num())

@@ -1,5 +1,5 @@
 """The Triton CUDA path gives bit-identical codes, indices and gradients to the
-reference path on the same GPU (issue 6). Needs a CUDA GPU and Triton: run by
+reference path on the same GPU. Needs a CUDA GPU and Triton: run by
 ``benchmarks/gpu_check.sh`` on a GPU machine; skipped elsewhere (the kernels'
 indexing is also checked on CPU by ``test_fsq_triton_interpret.py``)."""
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from fsqkit import FSQ
-from fsqkit.quantizers import fsq_gpu
-from fsqkit.quantizers.fsq_edges import bin_edges
+from fsqkit.quantizers._fsq_backends import gpu as fsq_gpu
+from fsqkit.quantizers._fsq_backends.edges import bin_edges
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -38,8 +38,8 @@ def pair(levels, **kw) -> tuple[FSQ, FSQ]:
 
 
 def assert_same(fast: FSQ, ref: FSQ, z: torch.Tensor, grad: bool = True) -> None:
-    assert fsq_gpu.gpu_path_applies(fast, z), "the Triton path should apply"
-    assert fsq_gpu.gpu_forward(fast, z.detach()) is not None, "the Triton path should run"
+    assert fsq_gpu.gpu_path_applies(z, fast.constants), "the Triton path should apply"
+    assert fast._fused_forward(z.detach()) is not None, "the Triton path should run"
     z1 = z.detach().clone().requires_grad_(grad)
     z2 = z.detach().clone().requires_grad_(grad)
     o1, o2 = fast(z1), ref(z2)
@@ -120,7 +120,8 @@ def test_bin_edges_bit_identical(symmetric) -> None:
     levels = [8, 6, 5, 3]
     fast, ref = pair(levels, symmetric=symmetric)
     # edges of the CPU reference: within a few float steps of the GPU's
-    edges = bin_edges(FSQ(levels, symmetric=symmetric), torch.device("cpu")).edges.to(DEV)
+    edges = bin_edges(FSQ(levels, symmetric=symmetric).constants, torch.device("cpu")).edges
+    edges = edges.to(DEV)
     cols = []
     for d in range(len(levels)):
         e = edges[d][~torch.isnan(edges[d])]

@@ -270,3 +270,42 @@ def test_compile_parity_eval():
     compiled = torch.compile(vq)(z)
     assert torch.equal(compiled.indices, eager.indices)
     torch.testing.assert_close(compiled.quantized, eager.quantized)
+
+
+def test_forward_reads_nothing_back_to_the_host():
+    """The dead-code statistic stays a tensor until someone reads ``stats``."""
+    vq = VectorQuantizer(4, 16, dead_threshold=0.5)
+    out = vq(torch.randn(64, 4))
+    assert isinstance(out.extra_stats["dead_codes"], torch.Tensor)
+    assert out.stats["dead_codes"] == float(vq.num_dead_codes())
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(lambda z: vq(z).aux_loss)(torch.randn(64, 4))
+    assert explanation.graph_break_count == 0
+
+
+def test_kmeans_init_flag_follows_load_state_dict_and_compiles_fullgraph():
+    trained = VectorQuantizer(4, 8, kmeans_init=True)
+    trained(torch.randn(256, 4))
+    assert bool(trained.initted) and not trained._kmeans_pending
+    fresh = VectorQuantizer(4, 8, kmeans_init=True)
+    fresh.load_state_dict(trained.state_dict())
+    assert not fresh._kmeans_pending  # an initialised codebook is not re-initialised
+    before = fresh.embed.clone()
+    fresh.eval()(torch.randn(8, 4) + 100)  # eval never maintains
+    assert torch.equal(fresh.embed, before)
+    blank = VectorQuantizer(4, 8, kmeans_init=True)
+    trained.load_state_dict(blank.state_dict())
+    assert trained._kmeans_pending
+    torch._dynamo.reset()
+    step = torch.compile(lambda z: blank(z).aux_loss, fullgraph=True, backend="aot_eager")
+    step(torch.randn(256, 4))  # k-means inside the graph (single process: no host read)
+    assert bool(blank.initted) and not blank._kmeans_pending
+
+
+def test_check_finite_can_be_switched_off():
+    z = torch.randn(16, 4)
+    z[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        VectorQuantizer(4, 8).eval()(z)
+    idx = VectorQuantizer(4, 8, check_finite=False).eval()(z).indices
+    assert bool(((idx >= 0) & (idx < 8)).all())

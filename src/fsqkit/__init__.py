@@ -7,6 +7,7 @@
 
 from fsqkit.quantizers import (
     FSQ,
+    GroupedResidualFSQ,
     Quantizer,
     QuantizerOutput,
     ResidualFSQ,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FSQ",
+    "GroupedResidualFSQ",
     "Quantizer",
     "QuantizerOutput",
     "ResidualFSQ",

@@ -5,7 +5,8 @@ from fsqkit.quantizers.fsq import FSQ
 from fsqkit.quantizers.levels import PAPER_LEVELS, codebook_size_of, levels_for, validate_levels
 from fsqkit.quantizers.output import QuantizerOutput
 from fsqkit.quantizers.registry import available_quantizers, build_quantizer, register_quantizer
-from fsqkit.quantizers.residual import ResidualFSQ, ResidualVQ
+from fsqkit.quantizers.residual_fsq import GroupedResidualFSQ, ResidualFSQ
+from fsqkit.quantizers.residual_vq import ResidualVQ
 from fsqkit.quantizers.stats import (
     UsageTracker,
     batch_stats,
@@ -19,6 +20,7 @@ from fsqkit.quantizers.vq import VectorQuantizer
 __all__ = [
     "FSQ",
     "PAPER_LEVELS",
+    "GroupedResidualFSQ",
     "Quantizer",
     "QuantizerOutput",
     "ResidualFSQ",

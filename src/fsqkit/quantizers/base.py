@@ -19,6 +19,8 @@ class Quantizer(nn.Module):
     dim: int
 
     def forward(self, z: Tensor) -> QuantizerOutput:  # pragma: no cover - abstract
+        """Quantize ``z`` ``(..., dim)`` (or channel-first): ``quantized`` like ``z``,
+        ``indices``, ``aux_loss`` and statistics in a :class:`QuantizerOutput`."""
         raise NotImplementedError
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:  # pragma: no cover - abstract

@@ -21,7 +21,8 @@ class QuantizerOutput:
         quantized: the quantized tensor, same shape, layout and dtype as the input
             ``z`` (after the output projection, if the quantizer has one). Gradients
             flow to ``z`` through the straight-through estimator.
-        indices: integer code indices. Shape is the input shape without its channel
+        indices: integer code indices (None from a quantizer built with
+            ``return_indices=False``). Shape is the input shape without its channel
             dimension, e.g. ``(B, H, W)`` for a ``(B, C, H, W)`` channel-first input
             or ``(B, N)`` for ``(B, N, D)``; quantizers with several codebooks or
             stages append a trailing dimension ``(..., num_codebooks)`` /
@@ -33,7 +34,8 @@ class QuantizerOutput:
         losses: the named parts of ``aux_loss`` (e.g. ``{"commitment": ...}``);
             empty for FSQ.
         codebook_size: number of distinct indices per codebook/stage (``K``).
-        extra_stats: quantizer-specific statistics (e.g. VQ's ``"dead_codes"``).
+        extra_stats: quantizer-specific statistics (e.g. VQ's ``"dead_codes"``), as
+            0-d tensors (a forward pass never reads them back to the host) or floats.
         stats: (property) cheap batch statistics as Python floats: ``"usage"``
             (fraction of the codebook used in this batch), ``"perplexity"``, plus
             ``extra_stats``. Computed lazily on first access; never synchronises
@@ -41,11 +43,11 @@ class QuantizerOutput:
     """
 
     quantized: Tensor
-    indices: Tensor
+    indices: Tensor | None
     aux_loss: Tensor
     losses: dict[str, Tensor] = field(default_factory=dict)
     codebook_size: int = 0
-    extra_stats: dict[str, float] = field(default_factory=dict)
+    extra_stats: dict[str, float | Tensor] = field(default_factory=dict)
     _stats: dict[str, float] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -56,8 +58,11 @@ class QuantizerOutput:
         if self._stats is None:
             from fsqkit.quantizers.stats import batch_stats
 
-            base = batch_stats(self.indices, self.codebook_size) if self.codebook_size else {}
-            self._stats = {**base, **self.extra_stats}
+            base = {}
+            if self.codebook_size and self.indices is not None:
+                base = batch_stats(self.indices, self.codebook_size)
+            extra = {name: float(value) for name, value in self.extra_stats.items()}
+            self._stats = {**base, **extra}
         return self._stats
 
     def __iter__(self):
@@ -78,19 +83,18 @@ def index_dtype(codebook_size: int) -> torch.dtype:
 
 
 def _flatten(out: QuantizerOutput):
-    children = [out.quantized, out.indices, out.aux_loss, out.losses]
-    return children, (out.codebook_size, dict(out.extra_stats))
+    children = [out.quantized, out.indices, out.aux_loss, out.losses, out.extra_stats]
+    return children, out.codebook_size
 
 
 def _unflatten(children, context) -> QuantizerOutput:
-    quantized, indices, aux_loss, losses = children
-    codebook_size, extra_stats = context
-    return QuantizerOutput(quantized, indices, aux_loss, losses, codebook_size, dict(extra_stats))
+    quantized, indices, aux_loss, losses, extra_stats = children
+    return QuantizerOutput(quantized, indices, aux_loss, losses, context, dict(extra_stats))
 
 
 def _flatten_with_keys(out: QuantizerOutput):
     children, context = _flatten(out)
-    names = ("quantized", "indices", "aux_loss", "losses")
+    names = ("quantized", "indices", "aux_loss", "losses", "extra_stats")
     keyed = [(pytree.GetAttrKey(n), c) for n, c in zip(names, children)]
     return keyed, context
 

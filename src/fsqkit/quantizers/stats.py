@@ -8,7 +8,6 @@ of codewords used at least once on the validation set).
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 import torch
@@ -141,11 +140,6 @@ class UsageTracker:
             f"UsageTracker(K={self.codebook_size}, used={self.num_used}, "
             f"usage={self.fraction_used:.3f}, perplexity={self.perplexity:.1f})"
         )
-
-
-def max_entropy_bits(codebook_size: int) -> float:
-    """``log2(K)``: the entropy of a uniform code distribution."""
-    return math.log2(codebook_size)
 
 
 class WindowUsage:

@@ -95,15 +95,39 @@ class VectorQuantizer(Quantizer):
             temporaries of one chunk of the entropy penalty).
         seed: seed of the generator of the split perturbations (combined with the
             step counter, so it is identical on all ranks).
+        check_finite: raise ``ValueError`` on NaN/inf inputs (one reduction and one
+            host read per call, in eager mode; skipped while a graph is captured).
 
     Forward: ``z`` ``(..., C)`` (or channel-first) -> :class:`QuantizerOutput` with
     ``quantized`` of the same shape and dtype (value: the selected codes, gradient:
     straight-through to ``z``), ``indices`` int32 ``(...)``, ``aux_loss`` = sum of
     ``losses`` ``{"commitment", "codebook", "entropy"}`` (weights applied), and
-    ``extra_stats["dead_codes"]``. Search and losses run in float32 with autocast off.
+    ``extra_stats["dead_codes"]`` (a 0-d tensor: no host read in ``forward``;
+    ``out.stats`` reads it). Search and losses run in float32 with autocast off.
+
+    A forward pass reads nothing back to the host (no graph break under
+    ``torch.compile``, ``fullgraph=True`` works, ``torch.export`` works in eval
+    mode) except in training calls that reseed or split dead codes (they count
+    them), or run the k-means initialisation under ``torch.distributed``.
+    ``initted`` is mirrored in a Python flag when the module is built or its state
+    dict is loaded, so checking it costs no host read.
 
     Presets: :meth:`plain` (no tricks), :meth:`with_tricks` (k-means init +
     reseeding, or splitting), :meth:`maskgit` (MaskGIT's VQGAN quantizer).
+
+    Example::
+
+        >>> import torch
+        >>> from fsqkit import VectorQuantizer
+        >>> vq = VectorQuantizer.with_tricks(64, 512, codebook_dim=8)
+        >>> out = vq(torch.randn(4, 100, 64))  # training mode: k-means init, EMA update
+        >>> out.indices.shape, sorted(out.losses)
+        (torch.Size([4, 100]), ['codebook', 'commitment', 'entropy'])
+        >>> loss = out.aux_loss  # add to the model's loss
+        >>> vq = vq.eval()
+        >>> z = torch.randn(4, 100, 64)
+        >>> torch.equal(vq.indices_to_codes(vq(z).indices), vq(z).quantized)
+        True
     """
 
     def __init__(
@@ -129,6 +153,7 @@ class VectorQuantizer(Quantizer):
         sync_distributed: bool = True,
         max_distance_bytes: int = DEFAULT_MAX_DISTANCE_BYTES,
         seed: int = 0,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
@@ -186,6 +211,7 @@ class VectorQuantizer(Quantizer):
         self.split_perturbation = float(split_perturbation)
         self.sync_distributed = bool(sync_distributed)
         self.seed = int(seed)
+        self.check_finite = bool(check_finite)
         self.index_dtype = index_dtype(self.codebook_size)
 
         k, d = self.codebook_size, self.codebook_dim
@@ -207,6 +233,9 @@ class VectorQuantizer(Quantizer):
             self.register_buffer("embed_sum", init.clone())
         self.register_buffer("cluster_size", torch.ones(k))  # (K,) discounted counts
         self.register_buffer("initted", torch.tensor(not self.kmeans_init))
+        # ``initted`` as a Python flag: read without a host sync (or a graph break).
+        self._kmeans_pending = self.kmeans_init
+        self.register_load_state_dict_post_hook(_read_initted)
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
 
     # ------------------------------------------------------------------ presets
@@ -257,7 +286,11 @@ class VectorQuantizer(Quantizer):
 
     def num_dead_codes(self) -> int:
         """Codes whose discounted count is below the active threshold."""
-        return int((self.cluster_size < self.dead_code_threshold).sum())
+        return int(self._dead_code_count())
+
+    def _dead_code_count(self) -> Tensor:
+        """:meth:`num_dead_codes` as a 0-d int64 tensor (no host read)."""
+        return (self.cluster_size < self.dead_code_threshold).sum().detach()
 
     def _generator(self) -> torch.Generator:
         # Same seed on every rank (the step counter is advanced identically).
@@ -268,7 +301,7 @@ class VectorQuantizer(Quantizer):
         """Step 1 of a training call (see the module docstring). ``x``: ``(N, D)``."""
         embed_sum = getattr(self, "embed_sum", None)
         sync = self.sync_distributed
-        if not bool(self.initted):
+        if self._kmeans_pending:
             centroids = kmeans(
                 x, self.codebook_size, self.kmeans_iters, self.cosine, self.max_distance_bytes, sync
             )
@@ -277,6 +310,7 @@ class VectorQuantizer(Quantizer):
                 if embed_sum is not None:
                     embed_sum.copy_(centroids * self.cluster_size.unsqueeze(-1))
                 self.initted.fill_(True)
+                self._kmeans_pending = False
         if self.reseed_dead:
             reseed_dead_(self.embed, self.cluster_size, embed_sum, x, self.dead_threshold, sync)
         elif self.split_codes:
@@ -306,7 +340,10 @@ class VectorQuantizer(Quantizer):
 
     # ------------------------------------------------------------------ forward
     def forward(self, z: Tensor) -> QuantizerOutput:
-        check_input(z, self.dim, self.channel_first, "VectorQuantizer")
+        """Quantize ``z`` ``(..., C)`` (channel-first ``(B, C, ...)`` with
+        ``channel_first``); in training mode also maintain and update the codebook
+        (module docstring). See the class docstring for the output."""
+        check_input(z, self.dim, self.channel_first, "VectorQuantizer", self.check_finite)
         orig_dtype = z.dtype
         z = to_channel_last(z, self.channel_first)
         lead = z.shape[:-1]
@@ -339,7 +376,7 @@ class VectorQuantizer(Quantizer):
             aux_loss=aux,
             losses=losses,
             codebook_size=self.codebook_size,
-            extra_stats={"dead_codes": float(self.num_dead_codes())},
+            extra_stats={"dead_codes": self._dead_code_count()},
         )
 
     def _losses(self, x: Tensor, codes: Tensor, cb: Tensor) -> dict[str, Tensor]:
@@ -388,6 +425,11 @@ class VectorQuantizer(Quantizer):
             f"dim={self.dim}, codebook_size={self.codebook_size}, codebook_dim={self.codebook_dim}, "
             f"learning={self.learning!r}, tricks={tricks}"
         )
+
+
+def _read_initted(module: VectorQuantizer, _incompatible_keys: object) -> None:
+    """After ``load_state_dict``: the Python flag follows the loaded ``initted``."""
+    module._kmeans_pending = not bool(module.initted)
 
 
 @register_quantizer("vq")

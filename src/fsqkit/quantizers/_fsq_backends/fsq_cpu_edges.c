@@ -4,7 +4,7 @@
 
 /* ================================================ forward by bin edges
  * digit = number of edges <= z (edges: (D, K) float32, NaN padded; see
- * fsqkit/quantizers/fsq_edges.py, which finds them with the reference path and
+ * fsqkit/quantizers/_fsq_backends/edges.py, which finds them with the reference path and
  * checks them). No tanh: K comparisons per element. Codes follow from the
  * digit with the reference's own float32 formula:
  *   asymmetric: (digit - half_width) / half_width

@@ -18,8 +18,8 @@ A forward pass then needs no transcendental at all: ``K`` comparisons per
 element, which is what the fused kernels do (``tanh`` is still computed once,
 in backward, for the gradient).
 
-The edges are found by running the reference path itself (``FSQ.quantize_digits``
-on the device where the kernel runs, so with that device's ``tanh``) in a
+The edges are found by running the reference path itself
+(:func:`fsqkit.quantizers.fsq_math.reference_quantize` on the device where the kernel runs, so with that device's ``tanh``) in a
 bisection over the float32 bit patterns (33 vectorized steps for all edges at
 once), so they reproduce the reference's digits by construction, float for
 float. One assumption remains: that the library ``tanh`` is monotone near each
@@ -37,15 +37,19 @@ kernels use ``tanh`` for the forward pass as well.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from fsqkit.quantizers.fsq import FSQ
+from fsqkit.quantizers.fsq_math import (
+    FSQConstants,
+    digits_to_codes,
+    reference_quantize,
+    round_grid,
+)
 
 log = logging.getLogger("fsqkit.fast")
 
@@ -78,25 +82,20 @@ def _from_keys(keys: Tensor) -> Tensor:
     return bits.to(torch.int32).view(torch.float32)
 
 
-def _reference(fsq: FSQ, z: Tensor) -> tuple[Tensor, Tensor]:
+def _reference(c: FSQConstants, z: Tensor) -> tuple[Tensor, Tensor]:
     """The reference path's ``(codes, digits)`` for float32 ``z (M, D)``."""
     with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
-        codes, digits = fsq.quantize_digits(z, apply_dither=False)
+        codes, digits = reference_quantize(z, c, c.tensors(z.device))
     return codes, digits.to(torch.int64)
 
 
-def codes_from_digits(fsq: FSQ, digits: Tensor) -> Tensor:
+def codes_from_digits(c: FSQConstants, digits: Tensor) -> Tensor:
     """The reference's float32 code for integer ``digits (..., D)``: the formula the
     kernels use, in the same float32 operations."""
-    d = digits.to(torch.float32)
-    levels = fsq._levels.to(d.device)
-    if fsq.symmetric:
-        return d * (2.0 / (levels - 1)) - 1.0
-    hw = fsq._half_width.to(d.device)
-    return (d - hw) / hw
+    return digits_to_codes(digits, c, c.tensors(digits.device))
 
 
-def _bisect(fsq: FSQ, device: torch.device, levels: Tensor, K: int) -> Tensor:
+def _bisect(c: FSQConstants, device: torch.device, levels: Tensor, K: int) -> Tensor:
     """Keys ``(K, D)`` of the smallest float32 with ``digit >= k + 1``."""
     D = levels.numel()
     target = torch.arange(1, K + 1, device=device).unsqueeze(1).expand(K, D)  # (K, D)
@@ -105,93 +104,88 @@ def _bisect(fsq: FSQ, device: torch.device, levels: Tensor, K: int) -> Tensor:
     hi = _to_keys(big).expand(K, D).clone()  # digit(hi) = L - 1 >= target (valid rows)
     while bool((hi - lo > 1).any()):
         mid = (lo + hi) // 2
-        _, digits = _reference(fsq, _from_keys(mid))
+        _, digits = _reference(c, _from_keys(mid))
         up = digits >= target
         hi = torch.where(up, mid, hi)
         lo = torch.where(up, lo, mid)
     return hi
 
 
-def _tanh_of(fsq: FSQ, z: Tensor) -> Tensor:
+def _tanh_of(c: FSQConstants, z: Tensor) -> Tensor:
     """The reference's ``tanh`` value for ``z`` (the one inexact step)."""
     with torch.no_grad():
-        return torch.tanh(z if fsq.symmetric else z + fsq._shift)
+        return torch.tanh(z if c.symmetric else z + c.tensors(z.device).shift)
 
 
-def _digits_from_tanh(fsq: FSQ, t: Tensor) -> Tensor:
+def _digits_from_tanh(c: FSQConstants, t: Tensor) -> Tensor:
     """The reference's digit as a function of its ``tanh`` value: exact, monotone
-    float32 steps (the same ops as ``FSQ.quantize_digits``; checked against it)."""
+    float32 steps (the same ops as ``fsq_math.grid_value``; checked against it)."""
+    consts = c.tensors(t.device)
     with torch.no_grad():
-        if fsq.symmetric:
-            x = (fsq._levels - 1) * (t + 1) / 2
-            return torch.round(x).to(torch.int64)
-        x = t * fsq._half_l - fsq._offset
-        return (torch.round(x) + fsq._half_width).to(torch.int64)
+        if c.symmetric:
+            return round_grid((consts.levels - 1) * (t + 1) / 2, c).to(torch.int64)
+        x = t * consts.half_l - consts.offset
+        return (round_grid(x, c) + consts.half_width).to(torch.int64)
 
 
-def _margin_ok(fsq: FSQ, keys: Tensor, valid: Tensor) -> bool:
+def _margin_ok(c: FSQConstants, keys: Tensor, valid: Tensor) -> bool:
     """Just outside each window, ``tanh`` could be off by ``MARGIN_ULPS`` float32
     steps and the digit would not change."""
     inf = torch.tensor(float("inf"), device=keys.device)
     k = torch.arange(keys.shape[0], device=keys.device).unsqueeze(1)
     for side, toward, want in ((-WINDOW - 1, inf, k), (WINDOW, -inf, k + 1)):
-        t = _tanh_of(fsq, _from_keys(keys + side))
+        t = _tanh_of(c, _from_keys(keys + side))
         for _ in range(MARGIN_ULPS):
             t = torch.nextafter(t, toward)
-        if not bool(((_digits_from_tanh(fsq, t) == want) | ~valid).all()):
+        if not bool(((_digits_from_tanh(c, t) == want) | ~valid).all()):
             return False
     return True
 
 
-def _verify(fsq: FSQ, keys: Tensor, valid: Tensor) -> str:
+def _verify(c: FSQConstants, keys: Tensor, valid: Tensor) -> str:
     """Every edge must split its ``2 * WINDOW`` neighbouring floats cleanly, the
     code formula must match the reference on them, and the window must reach
     far enough from the boundary (:func:`_margin_ok`). Returns what failed, or ''."""
     K, D = keys.shape
     device = keys.device
     keys = torch.where(valid, keys, _to_keys(torch.zeros((), device=device)))
-    if not _margin_ok(fsq, keys, valid):
+    if not _margin_ok(c, keys, valid):
         return "tanh moves by fewer than 64 float32 steps across an edge's window"
     steps = torch.arange(-WINDOW, WINDOW, device=device).view(-1, 1, 1)  # (2W, 1, 1)
     probe = _from_keys(keys.unsqueeze(0) + steps)  # (2W, K, D)
-    codes, digits = _reference(fsq, probe.reshape(-1, D))
+    codes, digits = _reference(c, probe.reshape(-1, D))
     digits = digits.view(2 * WINDOW, K, D)
     k = torch.arange(K, device=device).view(1, K, 1)
     expected = k + (steps >= 0).to(torch.int64)  # (2W, K, 1)
     if not bool(((digits == expected) | ~valid.unsqueeze(0)).all()):
         return "the digit is not a clean step near an edge (tanh not monotone there)"
-    formula = codes_from_digits(fsq, digits.reshape(-1, D))
+    formula = codes_from_digits(c, digits.reshape(-1, D))
     if not torch.equal(formula.view(torch.int32), codes.view(torch.int32)):
         return "the code formula differs from the reference's codes"
-    via_tanh = _digits_from_tanh(fsq, _tanh_of(fsq, probe.reshape(-1, D)))
+    via_tanh = _digits_from_tanh(c, _tanh_of(c, probe.reshape(-1, D)))
     if not torch.equal(via_tanh, digits.reshape(-1, D)):
         return "the digit-from-tanh steps differ from the reference's"
     return ""
 
 
-def compute_bin_edges(fsq: FSQ, device: torch.device) -> BinEdges | None:
-    """Bin edges of ``fsq``'s reference pipeline on ``device`` (None if a level
-    exceeds 64 or a check fails; see the module docstring)."""
-    levels = fsq._levels.to(device=device, dtype=torch.int64)
-    K = int(levels.max()) - 1
+def compute_bin_edges(c: FSQConstants, device: torch.device) -> BinEdges | None:
+    """Bin edges of the reference pipeline of constants ``c`` on ``device`` (None
+    if a level exceeds 64 or a check fails; see the module docstring)."""
+    levels = torch.tensor(c.levels, dtype=torch.int64, device=device)
+    K = max(c.levels) - 1
     if K > MAX_EDGES or K < 1:
         return None
-    if fsq._levels.device != device:
-        return None  # the reference runs where the module's buffers are
     valid = torch.arange(K, device=device).unsqueeze(1) < (levels - 1).unsqueeze(0)  # (K, D)
-    keys = _bisect(fsq, device, levels, K)
-    failed = _verify(fsq, keys, valid)
+    keys = _bisect(c, device, levels, K)
+    failed = _verify(c, keys, valid)
     if failed:
-        log.info("fsqkit: no bin edges for levels %s on %s: %s", fsq.levels, device, failed)
+        log.info("fsqkit: no bin edges for levels %s on %s: %s", list(c.levels), device, failed)
         return None
     edges = torch.where(valid, _from_keys(keys), torch.tensor(float("nan"), device=device))
     return BinEdges(edges=edges.t().contiguous())  # (D, K)
 
 
-def bin_edges(fsq: FSQ, device: torch.device) -> BinEdges | None:
-    """Cached :func:`compute_bin_edges`: recomputed only when a constant buffer
-    changes (``.to()``, ``load_state_dict``) or for another device."""
-    from fsqkit.quantizers.fsq_fused import cached, constants_key
-
-    key = (device, *constants_key(fsq))
-    return cached(fsq, "_bin_edges", key, lambda: compute_bin_edges(fsq, device), limit=4)
+@functools.lru_cache(maxsize=32)
+def bin_edges(c: FSQConstants, device: torch.device) -> BinEdges | None:
+    """:func:`compute_bin_edges`, cached by value (constants and device)."""
+    return compute_bin_edges(c, device)

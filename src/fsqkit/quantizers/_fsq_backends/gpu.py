@@ -1,4 +1,4 @@
-"""The fused CUDA path of :class:`~fsqkit.FSQ` (Triton kernels, issue 6).
+"""The fused CUDA path of :class:`~fsqkit.FSQ` (Triton kernels).
 
 Dimension legend: ``C = G * D`` channels, ``D = len(levels)``, ``G`` codebooks,
 ``N`` positions.
@@ -23,26 +23,16 @@ outside ``torch.compile`` tracing and training-time dither.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from fsqkit.quantizers.fsq_fused import (
-    Geometry,
-    cached,
-    constants_key,
-    eligible,
-    fused_forward,
-    kernel_constants,
-)
-from fsqkit.quantizers.output import QuantizerOutput
-
-if TYPE_CHECKING:
-    from fsqkit.quantizers.fsq import FSQ
+from fsqkit.quantizers._fsq_backends.fused import Geometry, eligible, kernel_constants
+from fsqkit.quantizers.fsq_math import FSQConstants, digits_to_indices, reference_quantize
 
 log = logging.getLogger("fsqkit.fast")
 
@@ -60,15 +50,14 @@ _probed: dict[torch.device, bool | None] = {}  # device -> FMA flag (None: probe
 
 
 def triton_kernels() -> ModuleType | None:
-    """``fsqkit.quantizers.kernels.fsq_triton`` if Triton imports, else None (after
-    one log line)."""
+    """:mod:`.triton_kernels` if Triton imports, else None (after one log line)."""
     if not _state["tried"]:
         with _lock:
             if not _state["tried"]:
                 try:
-                    from fsqkit.quantizers.kernels import fsq_triton
+                    import fsqkit.quantizers._fsq_backends.triton_kernels as kernels
 
-                    _state["module"] = fsq_triton
+                    _state["module"] = kernels
                 except Exception as exc:  # ImportError, or a broken Triton install
                     _state["reason"] = f"Triton unavailable ({type(exc).__name__}: {exc})"
                     log.warning("fsqkit: %s; CUDA FSQ uses the reference path", _state["reason"])
@@ -81,11 +70,11 @@ def _next_pow2(n: int) -> int:
 
 
 class GpuSpec:
-    """Constants and launch geometry for one ``(module, device, layout)``."""
+    """Constants and launch geometry for one ``(constants, device, layout)``."""
 
     def __init__(
         self,
-        fsq: FSQ,
+        c: FSQConstants,
         device: torch.device,
         geometry: Geometry,
         fma: bool,
@@ -95,26 +84,26 @@ class GpuSpec:
         self.kernels = triton_kernels()
         k = self.kernels
         assert k is not None
-        c = kernel_constants(fsq, device)
-        pow2 = bool(torch.all(torch.frexp(c["half_width"]).mantissa == 0.5))
-        self.mode = k.MODE_SYM if fsq.symmetric else (k.MODE_MULINV if pow2 else k.MODE_DIV)
-        zeros = torch.zeros_like(c["shift"])
-        sym = fsq.symmetric
-        # per dimension, as the kernels take them (see fsq_triton._quantize)
-        self.shift = zeros if sym else c["shift"]
-        self.b = c["lm1"] if sym else c["half_l"]
-        self.offset = zeros if sym else c["offset"]
-        self.h = c["sym_scale"] if sym else c["half_width"]
-        self.inv = c["inv_half_width"]
-        self.lm1 = c["lm1"]
-        self.basis = c["basis"]
+        kc = kernel_constants(c, device)
+        pow2 = all(h & (h - 1) == 0 for h in c.half_width)
+        self.mode = k.MODE_SYM if c.symmetric else (k.MODE_MULINV if pow2 else k.MODE_DIV)
+        zeros = torch.zeros_like(kc["shift"])
+        sym = c.symmetric
+        # per dimension, as the kernels take them (see triton_kernels._quantize)
+        self.shift = zeros if sym else kc["shift"]
+        self.b = kc["lm1"] if sym else kc["half_l"]
+        self.offset = zeros if sym else kc["offset"]
+        self.h = kc["sym_scale"] if sym else kc["half_width"]
+        self.inv = kc["inv_half_width"]
+        self.lm1 = kc["lm1"]
+        self.basis = kc["basis"]
         self.out_dtype = out_dtype
         self.check = check  # report NaN/inf (one device-to-host read per call)
         self._no_flag = torch.zeros(1, dtype=torch.int32, device=device)  # written, never read
-        self.D = fsq.codebook_dim
-        self.G = fsq.num_codebooks
-        self.fma = fma
         outer, C, inner = geometry
+        self.D = len(c.levels)
+        self.G = C // self.D
+        self.fma = fma
         self.geometry = geometry
         self.C, self.C_PAD, self.cf = C, _next_pow2(C), inner > 1
         self.n_pos = outer * inner
@@ -129,7 +118,7 @@ class GpuSpec:
         self.rows = ROW_KERNELS
 
     def run(self, x: Tensor, keep: bool) -> tuple[Tensor, Tensor, Tensor | None, bool]:
-        """The fused-path spec protocol (:mod:`fsqkit.quantizers.fsq_fused`): backward
+        """The fused-path spec protocol (:mod:`.fused`): backward
         needs ``x`` itself; NaN/inf is reported only when :attr:`check`."""
         codes, indices, flag = self.forward(x, self.out_dtype)
         return codes, indices, x if keep else None, self.check and bool(flag.item())
@@ -187,31 +176,33 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _spec_for(fsq: FSQ, x: Tensor, geometry: Geometry, out_dtype: torch.dtype) -> GpuSpec | None:
-    """Cached per module, device, layout and settings; None if the probe failed."""
+@functools.lru_cache(maxsize=64)
+def _cached_spec(
+    c: FSQConstants, device: torch.device, geometry: Geometry, out_dtype: torch.dtype,
+    fma: bool, check: bool, settings: tuple,
+) -> GpuSpec:  # fmt: skip
+    return GpuSpec(c, device, geometry, fma, out_dtype, check)
+
+
+def gpu_spec(
+    c: FSQConstants, x: Tensor, geometry: Geometry, out_dtype: torch.dtype, check: bool
+) -> GpuSpec | None:
+    """The spec for ``x``, cached by value (constants, device, layout and launch
+    settings); None if the probe failed. ``check``: report NaN/inf (one 4-byte
+    device-to-host read, where the reference path reduces ``isfinite`` over the
+    whole input). Without it, NaN and infinities go through the same operations
+    as in the reference."""
     fma = probe(x.device)
     if fma is None:
         return None
-    check = fsq.check_finite and not fsq.has_projections  # else FSQ.forward checked z
-    key = (x.device, geometry, out_dtype, fma, check, ROW_KERNELS, ROW_BLOCK, TILE_ELEMENTS,
-           NUM_WARPS, *constants_key(fsq))  # fmt: skip
-    return cached(
-        fsq, "_gpu_specs", key, lambda: GpuSpec(fsq, x.device, geometry, fma, out_dtype, check)
-    )
+    settings = (ROW_KERNELS, ROW_BLOCK, TILE_ELEMENTS, NUM_WARPS)
+    return _cached_spec(c, x.device, geometry, out_dtype, fma, check, settings)
 
 
-def gpu_path_applies(fsq: FSQ, z: object) -> bool:
-    """Cheap checks first; the Triton import and the probe run once."""
-    return eligible(fsq, z, "cuda") and triton_kernels() is not None
-
-
-def gpu_forward(fsq: FSQ, z: Tensor) -> QuantizerOutput | None:
-    """``fsq(z)`` through the Triton kernels; None where the reference path must run
-    (a failed probe). Raises ``ValueError`` on NaN/inf when ``check_finite`` is on
-    (one 4-byte device-to-host read, where the reference path reduces ``isfinite``
-    over the whole input). With ``check_finite`` off, NaN and infinities go
-    through the same operations as in the reference."""
-    return fused_forward(fsq, z, _spec_for)
+def gpu_path_applies(z: object, c: FSQConstants) -> bool:
+    """Cheap checks first; the Triton import and the probe run once. The kernels
+    round half to even: ``floor(x + 0.5)`` rounding takes the reference path."""
+    return eligible(z, c, "cuda") and not c.floor_half and triton_kernels() is not None
 
 
 def probe(device: torch.device) -> bool | None:
@@ -237,14 +228,12 @@ def probe(device: torch.device) -> bool | None:
 
 
 def _run_probe(device: torch.device) -> bool | None:
-    from fsqkit.quantizers.fsq import FSQ
-
     gen = torch.Generator().manual_seed(0)
     cases = (([8, 5, 5, 5], False), ([7, 6, 5], False), ([8, 5, 3], True))
     found: bool | None = None
     with torch.enable_grad():
         for fma in (True, False):
-            if all(_probe_case(FSQ, levels, sym, fma, device, gen) for levels, sym in cases):
+            if all(_probe_case(levels, sym, fma, device, gen) for levels, sym in cases):
                 found = fma
                 break
     if found is None:
@@ -256,18 +245,22 @@ def _run_probe(device: torch.device) -> bool | None:
     return found
 
 
-def _probe_case(fsq_cls, levels, symmetric, fma, device, gen) -> bool:
-    ref = fsq_cls(levels, symmetric=symmetric, fast=False).to(device)
+def _probe_case(
+    levels: list[int], symmetric: bool, fma: bool, device: torch.device, gen: torch.Generator
+) -> bool:
+    """The kernels against the reference path (codes, indices, gradient) on one case."""
+    c = FSQConstants.build(levels, symmetric=symmetric)
+    t = c.tensors(device)
     z = (torch.randn(65536, len(levels), generator=gen) * 3).to(device)
-    spec = GpuSpec(ref, device, (z.shape[0], len(levels), 1), fma)
+    spec = GpuSpec(c, device, (z.shape[0], len(levels), 1), fma)
     codes, indices, _ = spec.forward(z, torch.float32)
     zr = z.clone().requires_grad_()
-    out = ref(zr)
+    ref_codes, ref_digits = reference_quantize(zr, c, t)
     g = torch.randn(z.shape, generator=gen).to(device)
-    out.quantized.backward(g)
+    ref_codes.backward(g)
     grad = spec.backward(g, z, torch.float32)
     return (
-        torch.equal(codes.view(torch.int32), out.quantized.view(torch.int32))
-        and torch.equal(indices.long(), out.indices.long())
+        torch.equal(codes.view(torch.int32), ref_codes.detach().view(torch.int32))
+        and torch.equal(indices.long(), digits_to_indices(ref_digits, t.basis, torch.int64))
         and torch.equal(grad.view(torch.int32), zr.grad.view(torch.int32))
     )

@@ -283,7 +283,7 @@ class CpuKernel:
 
     # The wrappers below pass tensors as (pointer, dtype code) where the C side
     # takes both, the per-dimension constants by name from
-    # fsqkit.quantizers.fsq_fused.kernel_constants, and torch's thread count.
+    # fsqkit.quantizers._fsq_backends.fused.kernel_constants, and torch's thread count.
 
     def forward_edges(
         self, z: Tensor, out: Tensor, indices: Tensor, geometry: Geometry, edges: Tensor,

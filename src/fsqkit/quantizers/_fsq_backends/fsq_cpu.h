@@ -3,7 +3,7 @@
 
 /* Fused FSQ forward and backward for CPU: shared definitions.
  *
- * Built at first use by fsqkit/quantizers/kernels/build.py and loaded through
+ * Built at first use by fsqkit/quantizers/_fsq_backends/build.py and loaded through
  * ctypes; nothing here is compiled at install time.
  *
  * Bit-exactness with the reference path (fsqkit/quantizers/fsq_math.py):

@@ -1,5 +1,5 @@
 """Fused FSQ forward and backward for CUDA GPUs, in Triton (imported only where
-Triton is installed; see ``fsqkit/quantizers/fsq_gpu.py``).
+Triton is installed; see ``gpu.py`` beside this file).
 
 Dimension legend: ``C = G * D`` channels, ``D = len(levels)``, ``G``
 codebooks, ``S`` spatial positions of a
@@ -171,13 +171,13 @@ def _per_channel(ptr, index, C: tl.constexpr, C_PAD: tl.constexpr, CF: tl.conste
 @triton.jit
 def _quantize(z, shift, b, offset, h, r, lm1, MODE: tl.constexpr):
     """``(code, clamped digit)`` of float32 ``z`` with broadcastable constants, the
-    reference's ops in its order (``FSQ.quantize_digits``):
+    reference's ops in its order (``fsq_math.reference_quantize``):
 
     asymmetric: ``x = tanh(z + shift) * half_l - offset``, ``q = x + (rint(x) - x)``,
     ``code = q / h`` (``q * (1/h)`` when ``h`` is a power of two: the same value),
     ``digit = rint(x) + h``; symmetric: ``x = ((L-1) * (tanh(z) + 1)) / 2``,
-    ``code = q * scale - 1``, ``digit = rint(x)``; digits clamped to ``[0, L-1]``
-    (NaN stays NaN, as torch's clamp)."""
+    ``code = q * scale - 1``, ``digit = rint(x)``; digits clamped to ``[0, L-1]``,
+    NaN to 0 (as ``fsq_math.clamped_digits``)."""
     t = _tanh(_add(z, shift))
     if MODE == 2:
         x = _div(_mul(lm1, _add(t, 1.0)), 2.0)
@@ -195,7 +195,7 @@ def _quantize(z, shift, b, offset, h, r, lm1, MODE: tl.constexpr):
         code = _div(q, h)
         digit = _add(rounded, h)
     clamped = tl.minimum(tl.maximum(digit, 0.0), lm1)
-    return code, tl.where(digit == digit, clamped, digit)
+    return code, tl.where(digit == digit, clamped, 0.0)
 
 
 @triton.jit
@@ -306,7 +306,7 @@ def fsq_backward_kernel(
     tl.store(gz_ptr + offs, grad.to(gz_ptr.dtype.element_ty), mask=mask)
 
 
-# ---- row variants (opt-in, ``fsq_gpu.ROW_KERNELS``): 1-D contiguous programs ----
+# ---- row variants (opt-in, ``gpu.ROW_KERNELS``): 1-D contiguous programs ----
 # Channel-first: one program per (batch, channel) row segment, constants are
 # scalars. Channel-last backward: one flat 1-D block, constants gathered per
 # element from the (D,) tables. Same element math as above.
