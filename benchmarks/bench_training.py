@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from proc_memory import rss_kib
+
 SETTINGS = {
     "fp32": {},
     "bf16": {"precision": "bf16"},
@@ -33,14 +35,6 @@ SETTINGS = {
     "bf16+compile": {"precision": "bf16", "compile": True},
 }
 MODELS = ("demo", "paper-small", "maskgit")
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _tokenizer_task(name: str, out: str):
@@ -90,7 +84,7 @@ def run_one(model: str, setting: str, steps: int, warmup: int) -> dict:
     cfg = TrainerConfig(out_dir=out, steps=10_000, progress=False, **SETTINGS[setting])
     trainer = Trainer(task, cfg)
     trainer._prepare()  # what fit() does before the first step
-    rss0 = _rss_kib()
+    rss0 = rss_kib()
     t_warm = time.perf_counter()
     for s in range(1, warmup + 1):
         trainer.step = s

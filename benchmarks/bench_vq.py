@@ -21,13 +21,7 @@ import subprocess
 import sys
 import time
 
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from proc_memory import rss_kib
 
 
 def _child(impl: str, k: int, n: int, d: int, repeats: int) -> None:
@@ -48,7 +42,7 @@ def _child(impl: str, k: int, n: int, d: int, repeats: int) -> None:
         loss_of = lambda out: out[0].square().mean() + out[2].sum()
     vq.train()
     z = torch.randn(1, n, d, requires_grad=True)
-    base = _rss_kib()
+    base = rss_kib()
     times = []
     for i in range(repeats + 1):
         t0 = time.perf_counter()
